@@ -1,0 +1,133 @@
+//! Load balancers: a set of upstream servers and a strategy that picks one per request.
+//! The server list is an immutable snapshot swapped atomically, so readers on the hot
+//! path never lock and a change never disturbs requests already in flight.
+
+mod strategy;
+mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use strategy::{PickContext, RoundRobin, Strategy};
+pub use upstream::{Upstream, UpstreamUrlError};
+
+use crate::error::{ErrorCode, GatewayError};
+
+pub struct LoadBalancer {
+    servers: ArcSwap<Vec<Arc<Upstream>>>,
+    strategy: Box<dyn Strategy>,
+}
+
+impl LoadBalancer {
+    pub fn new(urls: &[String], strategy: Box<dyn Strategy>) -> Result<Self, UpstreamUrlError> {
+        Ok(Self {
+            servers: ArcSwap::from_pointee(parse_all(urls)?),
+            strategy,
+        })
+    }
+
+    /// One server, round robin: what `forwardTo(url)` and `route(…, { upstream })` use.
+    pub fn single(url: &str) -> Result<Self, UpstreamUrlError> {
+        Self::new(&[url.to_string()], Box::<RoundRobin>::default())
+    }
+
+    /// Replaces the server list atomically. Servers whose URL stays keep their state.
+    pub fn set_servers(&self, urls: &[String]) -> Result<(), UpstreamUrlError> {
+        let old = self.servers.load();
+        let mut next = Vec::with_capacity(urls.len());
+        for url in urls {
+            match old.iter().find(|s| s.url() == url) {
+                Some(kept) => next.push(kept.clone()),
+                None => next.push(Arc::new(Upstream::parse(url)?)),
+            }
+        }
+        self.servers.store(Arc::new(next));
+        Ok(())
+    }
+
+    pub fn servers(&self) -> Arc<Vec<Arc<Upstream>>> {
+        self.servers.load_full()
+    }
+
+    pub fn strategy_name(&self) -> &'static str {
+        self.strategy.name()
+    }
+
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Result<Arc<Upstream>, GatewayError> {
+        let servers = self.servers.load();
+        if servers.is_empty() {
+            return Err(GatewayError::new(
+                ErrorCode::NoHealthyUpstream,
+                "the load balancer has no upstream servers",
+            ));
+        }
+        match self.strategy.pick(&servers, ctx) {
+            Some(i) if i < servers.len() => Ok(servers[i].clone()),
+            _ => Err(GatewayError::new(
+                ErrorCode::NoHealthyUpstream,
+                "no upstream server is available",
+            )),
+        }
+    }
+}
+
+fn parse_all(urls: &[String]) -> Result<Vec<Arc<Upstream>>, UpstreamUrlError> {
+    urls.iter()
+        .map(|u| Upstream::parse(u).map(Arc::new))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_pick(lb: &LoadBalancer) -> String {
+        let headers = http::HeaderMap::new();
+        let ctx = PickContext {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &headers,
+            client: None,
+        };
+        lb.pick(&ctx).unwrap().url().to_string()
+    }
+
+    #[test]
+    fn round_robin_cycles_in_order() {
+        let urls: Vec<String> = (1..=3)
+            .map(|i| format!("http://127.0.0.1:900{i}"))
+            .collect();
+        let lb = LoadBalancer::new(&urls, Box::<RoundRobin>::default()).unwrap();
+        let picks: Vec<String> = (0..6).map(|_| ctx_pick(&lb)).collect();
+        assert_eq!(picks[..3], urls[..]);
+        assert_eq!(picks[3..], urls[..]);
+    }
+
+    #[test]
+    fn set_servers_keeps_the_state_of_servers_that_stay() {
+        let lb = LoadBalancer::new(
+            &["http://a:1".into(), "http://b:1".into()],
+            Box::<RoundRobin>::default(),
+        )
+        .unwrap();
+        let before = lb.servers()[1].clone();
+        lb.set_servers(&["http://b:1".into(), "http://c:1".into()])
+            .unwrap();
+        let after = lb.servers();
+        assert!(Arc::ptr_eq(&before, &after[0]));
+        assert_eq!(after[1].url(), "http://c:1");
+        lb.set_servers(&[]).unwrap();
+        let headers = http::HeaderMap::new();
+        let ctx = PickContext {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &headers,
+            client: None,
+        };
+        assert_eq!(
+            lb.pick(&ctx).unwrap_err().code(),
+            ErrorCode::NoHealthyUpstream
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The pooled upstream client: hyper-util's legacy client over a rustls-capable
+//! connector, with keep-alive pooling, a connect timeout and an optional cap on
+//! concurrent connections per upstream host.
+
+mod limit;
+mod tls;
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::error::{ErrorCode, GatewayError};
+
+use limit::HostLimits;
+
+/// Pool and timeout settings; the names follow the public options.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// How long a TCP (and TLS) connect may take.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept (`keepAliveTimeout`).
+    pub keep_alive_timeout: Duration,
+    /// Idle connections kept per upstream host (`connectionPoolSize`).
+    pub max_idle_per_host: usize,
+    /// Concurrent connections allowed per upstream host (`maxConnectionsPerHost`);
+    /// `None` is unlimited, as undici's default.
+    pub max_connections_per_host: Option<usize>,
+    /// How long a request waits for a connection slot when the cap is reached
+    /// (`connectionPoolTimeout`).
+    pub pool_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_idle_per_host: 100,
+            max_connections_per_host: None,
+            pool_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+pub struct UpstreamClient {
+    inner: Client<Connector, ProxyBody>,
+    limits: Option<HostLimits>,
+    settings: ClientSettings,
+}
+
+impl UpstreamClient {
+    /// Builds the client. Must be called inside a tokio runtime's context is not needed;
+    /// connections are spawned on the runtime that sends the request.
+    pub fn new(settings: ClientSettings) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::default_client_config())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.keep_alive_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let limits = settings.max_connections_per_host.map(HostLimits::new);
+        Self {
+            inner,
+            limits,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// Sends a request and returns the response head with its body still streaming.
+    /// Errors are classified: connect failures, connect timeouts, broken connections.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, GatewayError> {
+        let permit = match &self.limits {
+            Some(limits) => {
+                let authority = req.uri().authority().map(|a| a.as_str()).unwrap_or("");
+                Some(
+                    limits
+                        .acquire(authority, self.settings.pool_timeout)
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        let res = self.inner.request(req).await.map_err(classify)?;
+        Ok(match permit {
+            // The slot is held until the response body is done or dropped.
+            Some(permit) => res.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .map_err(Into::into)
+                .boxed_unsync()
+            }),
+            None => res.map(box_incoming),
+        })
+    }
+}
+
+fn box_incoming(body: Incoming) -> ProxyBody {
+    crate::body::boxed(body)
+}
+
+/// Maps a client error to the gateway's error codes.
+pub fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
+    if err.is_connect() {
+        if has_timeout_cause(&err) {
+            return GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                "connecting to the upstream timed out",
+            )
+            .with_cause(err);
+        }
+        return GatewayError::new(
+            ErrorCode::UpstreamConnect,
+            "could not connect to the upstream",
+        )
+        .with_cause(err);
+    }
+    GatewayError::new(
+        ErrorCode::UpstreamProtocol,
+        "the upstream connection failed before a response arrived",
+    )
+    .with_cause(err)
+}
+
+fn has_timeout_cause(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}

@@ -1,0 +1,15 @@
+//! The velithon-gateway data plane.
+//!
+//! A plain Rust library: a hyper listener, a router for Velithon's path patterns,
+//! load balancers, a pooled upstream client and the forwarding logic that streams
+//! bodies both ways. It knows nothing of Node; `crates/node` binds it.
+
+pub mod balancer;
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+
+pub use error::{ErrorCode, GatewayError};

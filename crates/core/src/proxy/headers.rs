@@ -1,0 +1,146 @@
+//! Header rules of a forwarding proxy (RFC 9110 §7.6): hop-by-hop headers are dropped
+//! in both directions, `X-Forwarded-*` are set, `Host` is the upstream's unless the
+//! route preserves it.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::trust::ConnInfo;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers: the fixed list and every name the `Connection`
+/// header lists. `TE: trailers` is kept on requests (gRPC needs it end to end).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(&name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    if headers.contains_key(header::TE) {
+        let trailers_only = is_request
+            && headers
+                .get_all(header::TE)
+                .iter()
+                .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !trailers_only {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. A peer that is a trusted proxy has its own
+/// forwarding headers kept (and the peer appended to `X-Forwarded-For`); anyone else's
+/// are replaced, so a client cannot forge its address.
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, original_host: Option<HeaderValue>) {
+    let peer_ip = conn.peer.ip().to_string();
+    let trusted = conn.peer_is_trusted;
+    let xff = if trusted {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer_ip
+        } else {
+            format!("{}, {}", prior.join(", "), peer_ip)
+        }
+    } else {
+        peer_ip
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if conn.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match original_host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn conn(trusted: bool) -> ConnInfo {
+        ConnInfo {
+            peer: "10.0.0.7:5000".parse::<SocketAddr>().unwrap(),
+            tls: false,
+            peer_is_trusted: trusted,
+        }
+    }
+
+    #[test]
+    fn drops_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "h2c".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        remove_hop_by_hop(&mut h, true);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(h.get(header::UPGRADE).is_none());
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-keep"], "yes");
+        h.insert(header::TE, "gzip".parse().unwrap());
+        remove_hop_by_hop(&mut h, true);
+        assert!(h.get(header::TE).is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peer_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        set_forwarded(&mut h, &conn(false), Some("example.test".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.test");
+    }
+
+    #[test]
+    fn trusted_peer_is_appended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.append("x-forwarded-for", "5.6.7.8".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        set_forwarded(&mut h, &conn(true), Some("example.test".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

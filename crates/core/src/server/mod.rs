@@ -1,0 +1,159 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 and HTTP/2 (hyper-util's auto
+//! builder) and dispatches each request through the router. `shutdown` stops accepting,
+//! lets in-flight requests finish within a bound, then closes what is left.
+
+mod dispatch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub use dispatch::{App, RouteAction};
+
+use crate::error::{ErrorCode, GatewayError};
+use crate::proxy::{ConnInfo, TrustedProxies};
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// How long a client may take to send a request head (slowloris guard); it also
+    /// bounds how long an idle HTTP/1 keep-alive connection is kept.
+    pub request_header_timeout: Duration,
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            request_header_timeout: Duration::from_secs(30),
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+}
+
+/// A running listener. Dropping it without `shutdown` closes it at once.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<Duration>>,
+    finished: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Binds `addr` and starts serving on the current tokio runtime.
+    pub async fn bind(
+        addr: SocketAddr,
+        app: Arc<App>,
+        settings: ServerSettings,
+    ) -> Result<Self, GatewayError> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            GatewayError::new(ErrorCode::Bind, format!("cannot listen on {addr}: {e}"))
+                .with_cause(e)
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| {
+            GatewayError::new(ErrorCode::Bind, "cannot read the bound address").with_cause(e)
+        })?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let finished = tokio::spawn(accept_loop(listener, app, settings, stop_rx));
+        Ok(Self {
+            local_addr,
+            stop: Some(stop_tx),
+            finished: Some(finished),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting at once; in-flight requests get `grace` to finish, then their
+    /// connections are closed. Resolves when every connection is gone.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(grace);
+        }
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Duration::ZERO);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: ServerSettings,
+    mut stop: oneshot::Receiver<Duration>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.request_header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let force_close = CancellationToken::new();
+    let trusted = Arc::new(settings.trusted_proxies);
+
+    let grace = loop {
+        let accepted = tokio::select! {
+            biased;
+            grace = &mut stop => break grace.unwrap_or(Duration::ZERO),
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(_) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_info = Arc::new(ConnInfo {
+            peer,
+            tls: false,
+            peer_is_trusted: trusted.contains(peer.ip()),
+        });
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let conn_info = conn_info.clone();
+            async move { Ok::<_, Infallible>(app.dispatch(req, &conn_info).await) }
+        });
+        let builder = builder.clone();
+        let force_close = force_close.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = watcher.watch(conn);
+            tokio::select! {
+                _ = conn => {}
+                _ = force_close.cancelled() => {}
+            }
+        });
+    };
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        force_close.cancel();
+    }
+}
