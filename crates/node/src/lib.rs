@@ -1,1 +1,10 @@
-//! placeholder
+//! The napi-rs binding of velithon-gateway. It turns validated options from the
+//! TypeScript facade into `velithon-core` values and runs the data plane on its own
+//! tokio runtime. Nothing here runs per request: the hot path is all in the core.
+
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro, clippy::todo)]
+
+mod app;
+mod balancer;
+mod client;
+mod errors;

@@ -1,0 +1,172 @@
+//! `NativeApp`: the routes of one `Velithon` app and, while it listens, the data
+//! plane's runtime and listener. `listen` and `close` return Promises; the Node thread
+//! never waits on the data plane.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use http::Method;
+use napi_derive::napi;
+use tokio::runtime::Runtime;
+use velithon_core::error::ErrorCode;
+use velithon_core::proxy::{ProxyRoute, TrustedProxies};
+use velithon_core::router::Router;
+use velithon_core::server::{App, RouteAction, RunningServer, ServerSettings};
+
+use crate::balancer::NativeLoadBalancer;
+use crate::client::{millis, NativeClient};
+use crate::errors::{coded, invalid, to_napi};
+
+#[napi(object)]
+pub struct AppOptions {
+    /// Data-plane worker threads; 0 means one per core.
+    pub worker_threads: u32,
+    pub request_header_timeout_ms: f64,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[napi(object)]
+pub struct ProxyRouteOptions {
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub timeout_ms: f64,
+}
+
+#[napi(object)]
+pub struct ListenInfo {
+    pub host: String,
+    pub port: u32,
+}
+
+struct Running {
+    runtime: Runtime,
+    server: RunningServer,
+}
+
+#[napi]
+pub struct NativeApp {
+    worker_threads: usize,
+    settings: ServerSettings,
+    routes: Mutex<Option<Router<RouteAction>>>,
+    running: Arc<Mutex<Option<Running>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[napi]
+impl NativeApp {
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options: AppOptions) -> napi::Result<Self> {
+        let trusted_proxies = TrustedProxies::parse(&options.trusted_proxies).map_err(invalid)?;
+        let worker_threads = match options.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        Ok(Self {
+            worker_threads,
+            settings: ServerSettings {
+                request_header_timeout: millis(options.request_header_timeout_ms),
+                trusted_proxies,
+            },
+            routes: Mutex::new(Some(Router::new())),
+            running: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Adds a route forwarded natively to `balancer`'s servers through `client`.
+    #[napi(catch_unwind)]
+    pub fn add_proxy_route(
+        &self,
+        pattern: String,
+        methods: Option<Vec<String>>,
+        balancer: &NativeLoadBalancer,
+        client: &NativeClient,
+        options: ProxyRouteOptions,
+    ) -> napi::Result<()> {
+        let methods = parse_methods(methods)?;
+        let route = ProxyRoute {
+            balancer: balancer.inner.clone(),
+            client: client.inner.clone(),
+            strip_path: options.strip_path,
+            preserve_host: options.preserve_host,
+            timeout: millis(options.timeout_ms),
+        };
+        let mut guard = lock(&self.routes);
+        let router = guard
+            .as_mut()
+            .ok_or_else(|| invalid("routes cannot be added after listen()"))?;
+        router
+            .add(&pattern, methods, RouteAction::Proxy(route))
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Starts the data plane and binds `host:port`; resolves to the bound address.
+    #[napi(catch_unwind)]
+    pub async fn listen(&self, host: String, port: u32) -> napi::Result<ListenInfo> {
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| invalid(format!("listen host {host:?} is not an IP address")))?;
+        let port = u16::try_from(port).map_err(|_| invalid(format!("listen port {port} is out of range")))?;
+        let router = lock(&self.routes)
+            .take()
+            .ok_or_else(|| coded(ErrorCode::Bind, "this app is already listening (or was closed)"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads)
+            .thread_name("velithon-data-plane")
+            .enable_all()
+            .build()
+            .map_err(|e| coded(ErrorCode::Internal, &format!("cannot start the data plane: {e}")))?;
+        let app = Arc::new(App::new(router));
+        let settings = self.settings.clone();
+        let addr = SocketAddr::new(ip, port);
+        let bound = runtime
+            .spawn(async move { RunningServer::bind(addr, app, settings).await })
+            .await
+            .map_err(|e| coded(ErrorCode::Internal, &format!("the listener task failed: {e}")))?;
+        let server = match bound {
+            Ok(server) => server,
+            Err(err) => {
+                runtime.shutdown_background();
+                return Err(to_napi(err));
+            }
+        };
+        let local = server.local_addr();
+        *lock(&self.running) = Some(Running { runtime, server });
+        Ok(ListenInfo {
+            host: local.ip().to_string(),
+            port: u32::from(local.port()),
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace_ms`, then closes
+    /// every connection and stops the data plane. Resolves when all is done.
+    #[napi(catch_unwind)]
+    pub async fn close(&self, grace_ms: f64) -> napi::Result<()> {
+        let Some(Running { runtime, mut server }) = lock(&self.running).take() else {
+            return Ok(());
+        };
+        let grace = millis(grace_ms);
+        let _ = runtime
+            .spawn(async move {
+                server.shutdown(grace).await;
+            })
+            .await;
+        runtime.shutdown_background();
+        Ok(())
+    }
+}
+
+fn parse_methods(methods: Option<Vec<String>>) -> napi::Result<Option<Vec<Method>>> {
+    methods
+        .map(|list| {
+            list.iter()
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| invalid(format!("{m:?} is not an HTTP method")))
+                })
+                .collect()
+        })
+        .transpose()
+}

@@ -1,0 +1,137 @@
+import { ConfigError } from './errors'
+import { LoadBalancer } from './load-balancer'
+import { nativeBinding, type NativeClient } from './native'
+import {
+  boolean,
+  duration,
+  knownKeys,
+  methods,
+  object,
+  positiveInt,
+  routePattern,
+  show,
+  upstreamUrl,
+  type Duration,
+} from './options'
+import { GatewayRouter, type RouteDefinition } from './router'
+import { native } from './errors'
+
+export interface GatewayOptions {
+  /** The default load balancer of `route()`. */
+  loadBalancer?: LoadBalancer
+  /** How long to wait for an upstream's response head (504 after). Default `'30s'`. */
+  timeout?: Duration
+  /** How long a TCP/TLS connect to an upstream may take. Default `'10s'`. */
+  connectTimeout?: Duration
+  /** Idle keep-alive connections kept per upstream server. Default 100. */
+  connectionPoolSize?: number
+  /** Concurrent connections per upstream server; unlimited by default (as undici). */
+  maxConnectionsPerHost?: number
+  /** How long an idle pooled connection is kept. Default `'60s'`. */
+  keepAliveTimeout?: Duration
+  /** How long a request waits for a free connection when `maxConnectionsPerHost` is reached (503 after). Default `'30s'`. */
+  connectionPoolTimeout?: Duration
+}
+
+export interface GatewayRouteOptions {
+  /** Where to send requests: a load balancer… */
+  loadBalancer?: LoadBalancer
+  /** …or one upstream URL. Without either, the gateway's `loadBalancer`. */
+  upstream?: string
+  /** Methods this route answers; all by default. A GET route also answers HEAD. */
+  methods?: string[]
+  /** Remove the part of the path before `{…:path}` before forwarding. Default false. */
+  stripPath?: boolean
+  /** Send the client's `Host` header instead of the upstream's. Default false. */
+  preserveHost?: boolean
+  /** This route's upstream timeout; the gateway's by default. */
+  timeout?: Duration
+}
+
+const OWNER = 'Gateway'
+const KNOWN = [
+  'loadBalancer',
+  'timeout',
+  'connectTimeout',
+  'connectionPoolSize',
+  'maxConnectionsPerHost',
+  'keepAliveTimeout',
+  'connectionPoolTimeout',
+] as const
+const ROUTE_KNOWN = ['loadBalancer', 'upstream', 'methods', 'stripPath', 'preserveHost', 'timeout'] as const
+
+function loadBalancerOption(owner: string, value: unknown): LoadBalancer | undefined {
+  if (value === undefined || value instanceof LoadBalancer) return value
+  throw new ConfigError('loadBalancer', `${owner}: option "loadBalancer" must be a LoadBalancer, got ${show(value)}`)
+}
+
+/** Forwards requests to upstream servers through one pooled client. */
+export class Gateway {
+  readonly loadBalancer: LoadBalancer | undefined
+  readonly timeoutMs: number
+  #client: NativeClient
+  #routes: RouteDefinition[] = []
+  #router = new GatewayRouter(this.#routes)
+
+  constructor(options: GatewayOptions = {}) {
+    const opts = object(OWNER, options)
+    knownKeys(OWNER, opts, KNOWN)
+    this.loadBalancer = loadBalancerOption(OWNER, opts.loadBalancer)
+    this.timeoutMs = duration(OWNER, 'timeout', opts.timeout, 30_000)
+    const clientOptions = {
+      connectTimeoutMs: duration(OWNER, 'connectTimeout', opts.connectTimeout, 10_000),
+      keepAliveTimeoutMs: duration(OWNER, 'keepAliveTimeout', opts.keepAliveTimeout, 60_000),
+      connectionPoolSize: positiveInt(OWNER, 'connectionPoolSize', opts.connectionPoolSize, 100),
+      maxConnectionsPerHost: positiveInt(OWNER, 'maxConnectionsPerHost', opts.maxConnectionsPerHost),
+      connectionPoolTimeoutMs: duration(OWNER, 'connectionPoolTimeout', opts.connectionPoolTimeout, 30_000),
+    }
+    const { NativeClient } = nativeBinding()
+    this.#client = native(() => new NativeClient(clientOptions))
+  }
+
+  /**
+   * Adds a route forwarded natively (no JavaScript per request). Mount the routes with
+   * `app.includeRouter(gateway.getRouter(), { prefix })`.
+   */
+  route(path: string, options: GatewayRouteOptions = {}): this {
+    const owner = `Gateway.route(${show(path)})`
+    routePattern(owner, 'path', path)
+    const opts = object(owner, options)
+    knownKeys(owner, opts, ROUTE_KNOWN)
+    const lb = loadBalancerOption(owner, opts.loadBalancer)
+    if (lb && opts.upstream !== undefined) {
+      throw new ConfigError('upstream', `${owner}: give "loadBalancer" or "upstream", not both`)
+    }
+    let balancer
+    if (opts.upstream !== undefined) {
+      const url = upstreamUrl(owner, 'upstream', opts.upstream)
+      const { NativeLoadBalancer } = nativeBinding()
+      balancer = native(() => new NativeLoadBalancer([url], 'round_robin'))
+    } else {
+      const chosen = lb ?? this.loadBalancer
+      if (!chosen) {
+        throw new ConfigError(
+          'loadBalancer',
+          `${owner}: needs a "loadBalancer" or an "upstream" (the Gateway has no default loadBalancer)`,
+        )
+      }
+      balancer = LoadBalancer.nativeOf(chosen)
+    }
+    this.#routes.push({
+      kind: 'proxy',
+      path,
+      methods: methods(owner, 'methods', opts.methods),
+      balancer,
+      client: this.#client,
+      stripPath: boolean(owner, 'stripPath', opts.stripPath, false),
+      preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
+      timeoutMs: duration(owner, 'timeout', opts.timeout, this.timeoutMs),
+    })
+    return this
+  }
+
+  /** The gateway's routes, to mount with `app.includeRouter(router, { prefix })`. */
+  getRouter(): GatewayRouter {
+    return this.#router
+  }
+}
