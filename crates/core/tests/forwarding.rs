@@ -185,6 +185,39 @@ async fn hop_by_hop_headers_are_dropped_and_set_cookies_all_arrive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http2_client_is_forwarded_to_an_http1_origin() {
+    bounded(async {
+        let origin = Origin::start(echo).await;
+        let gw = simple_gateway("/h2/{p:path}", &[origin.url()]).await;
+        let h2: TestClient = hyper_util::client::legacy::Client::builder(
+            hyper_util::rt::TokioExecutor::new(),
+        )
+        .http2_only(true)
+        .build_http();
+        let (tx, body) = channel_body(4);
+        tokio::spawn(async move {
+            for part in ["one ", "two ", "three"] {
+                let _ = tx.send(bytes::Bytes::from_static(part.as_bytes())).await;
+            }
+        });
+        let req = Request::post(gw_url(&gw, "/h2/x?q=%20"))
+            .body(body)
+            .unwrap();
+        let reply = send(&h2, req).await;
+        assert_eq!(reply.status, 200);
+        let seen = reply.json();
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["uri"], "/h2/x?q=%20");
+        assert_eq!(seen["body"], "one two three");
+        let h = &seen["headers"];
+        assert_eq!(h["host"][0], origin.addr.to_string());
+        assert_eq!(h["x-forwarded-host"][0], gw.local_addr().to_string());
+        assert_eq!(h["x-forwarded-proto"][0], "http");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn no_route_is_404_and_wrong_method_is_405_with_allow() {
     bounded(async {
         let origin = Origin::start(echo).await;

@@ -30,6 +30,30 @@ async fn refused_upstream_is_502_upstream_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_closing_before_a_response_is_502_upstream_protocol() {
+    bounded(async {
+        // Accepts, reads the request, and hangs up without a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rude = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                drop(stream);
+            }
+        });
+        let gw = simple_gateway("/{p:path}", &[format!("http://{addr}")]).await;
+        let reply = get(&client(), &gw_url(&gw, "/x")).await;
+        reply.assert_error(502, "VG_UPSTREAM_PROTOCOL");
+        rude.abort();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_slower_than_route_timeout_is_504() {
     bounded(async {
         let origin = Origin::start(|_req| async {
