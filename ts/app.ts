@@ -1,8 +1,19 @@
 import { isIP } from 'node:net'
 import { ConfigError, nativeAsync, native } from './errors'
-import { nativeBinding, type NativeApp } from './native'
-import { duration, knownKeys, object, positiveInt, show, type Duration } from './options'
+import { Request } from './http/request'
+import { errorReply, toReply } from './http/response'
+import { nativeBinding, type Dispatcher, type NativeApp } from './native'
+import { duration, knownKeys, methods, object, positiveInt, routePattern, show, type Duration } from './options'
 import { GatewayRouter, type RouteDefinition } from './router'
+
+/** What a handler may return: a `Response`, `JSONResponse`, the result of
+ * `forwardRequest`/`forwardTo`, a string or Buffer, a plain value (sent as JSON), or
+ * nothing (204). */
+export type HandlerResult = unknown
+export type Handler = (request: Request) => HandlerResult | Promise<HandlerResult>
+
+/** Where an error a handler let escape is reported (the client gets a JSON 500). */
+export type ErrorHook = (error: unknown, request: Request) => void
 
 export interface VelithonOptions {
   /** Data-plane threads; one per core by default. */
@@ -16,6 +27,12 @@ export interface VelithonOptions {
    * anyone else those headers are replaced. Default: none.
    */
   trustedProxies?: string[]
+  /** How long a JS handler may take before the client gets 504. Default `'30s'`. */
+  handlerTimeout?: Duration
+  /** The most a handler may read of a request body (413 beyond). Default 10 MiB. */
+  maxBodySize?: number
+  /** Called with every error a handler throws (default: printed with console.error). */
+  onError?: ErrorHook
 }
 
 export interface ListenOptions {
@@ -33,7 +50,23 @@ export interface AddressInfo {
 }
 
 const OWNER = 'Velithon'
-const KNOWN = ['workerThreads', 'requestHeaderTimeout', 'shutdownTimeout', 'trustedProxies'] as const
+const KNOWN = [
+  'workerThreads',
+  'requestHeaderTimeout',
+  'shutdownTimeout',
+  'trustedProxies',
+  'handlerTimeout',
+  'maxBodySize',
+  'onError',
+] as const
+
+type AppRoute =
+  | { kind: 'router'; prefix: string; router: GatewayRouter }
+  | { kind: 'handler'; path: string; methods: string[] | undefined; handler: Handler }
+
+function defaultOnError(error: unknown, request: Request): void {
+  console.error(`velithon-gateway: the handler of ${request.method} ${request.path} failed:`, error)
+}
 const CIDR = /^([^/]+)(?:\/(\d{1,3}))?$/
 
 function trustedProxies(value: unknown): string[] {
@@ -57,8 +90,16 @@ function trustedProxies(value: unknown): string[] {
  * data plane; `listen()` starts it and `close()` drains and stops it.
  */
 export class Velithon {
-  #options: { workerThreads: number; requestHeaderTimeoutMs: number; shutdownTimeoutMs: number; trustedProxies: string[] }
-  #routes: { prefix: string; router: GatewayRouter }[] = []
+  #options: {
+    workerThreads: number
+    requestHeaderTimeoutMs: number
+    shutdownTimeoutMs: number
+    trustedProxies: string[]
+    handlerTimeoutMs: number
+    maxBodySize: number
+  }
+  #onError: ErrorHook
+  #routes: AppRoute[] = []
   #native: NativeApp | undefined
   #address: AddressInfo | undefined
   #keepAlive: NodeJS.Timeout | undefined
@@ -72,7 +113,58 @@ export class Velithon {
       requestHeaderTimeoutMs: duration(OWNER, 'requestHeaderTimeout', opts.requestHeaderTimeout, 30_000),
       shutdownTimeoutMs: duration(OWNER, 'shutdownTimeout', opts.shutdownTimeout, 10_000),
       trustedProxies: trustedProxies(opts.trustedProxies),
+      handlerTimeoutMs: duration(OWNER, 'handlerTimeout', opts.handlerTimeout, 30_000),
+      maxBodySize: positiveInt(OWNER, 'maxBodySize', opts.maxBodySize, 10 * 1024 * 1024),
     }
+    if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+      throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
+    }
+    this.#onError = (opts.onError as ErrorHook | undefined) ?? defaultOnError
+  }
+
+  /**
+   * Adds a route answered by a JS function. `methods` defaults to GET (which also
+   * answers HEAD).
+   */
+  route(path: string, handler: Handler, options: { methods?: string[] } = {}): this {
+    const owner = `${OWNER}.route(${show(path)})`
+    this.#assertNotStarted('route')
+    routePattern(owner, 'path', path)
+    if (typeof handler !== 'function') {
+      throw new ConfigError('handler', `${owner}: the handler must be a function, got ${show(handler)}`)
+    }
+    const opts = object(owner, options)
+    knownKeys(owner, opts, ['methods'])
+    this.#routes.push({ kind: 'handler', path, methods: methods(owner, 'methods', opts.methods) ?? ['GET'], handler })
+    return this
+  }
+
+  get(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['GET'] })
+  }
+
+  post(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['POST'] })
+  }
+
+  put(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['PUT'] })
+  }
+
+  patch(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['PATCH'] })
+  }
+
+  delete(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['DELETE'] })
+  }
+
+  head(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['HEAD'] })
+  }
+
+  options(path: string, handler: Handler): this {
+    return this.route(path, handler, { methods: ['OPTIONS'] })
   }
 
   /** Mounts a router (e.g. `gateway.getRouter()`) under `prefix`. */
@@ -87,7 +179,7 @@ export class Velithon {
     if (typeof prefix !== 'string' || (prefix !== '' && (!prefix.startsWith('/') || prefix.endsWith('/') || /[{}?#]/.test(prefix)))) {
       throw new ConfigError('prefix', `${OWNER}.includeRouter: option "prefix" must look like "/gateway" (no trailing '/'), got ${show(prefix)}`)
     }
-    this.#routes.push({ prefix, router })
+    this.#routes.push({ kind: 'router', prefix, router })
     return this
   }
 
@@ -113,9 +205,16 @@ export class Velithon {
 
     const { NativeApp } = nativeBinding()
     const app = native(() => new NativeApp(this.#options))
-    for (const { prefix, router } of this.#routes) {
-      for (const route of router.routes) addRoute(app, prefix, route)
+    const handlers: Handler[] = []
+    for (const route of this.#routes) {
+      if (route.kind === 'router') {
+        for (const r of route.router.routes) addRoute(app, route.prefix, r)
+      } else {
+        native(() => app.addHandlerRoute(route.path, route.methods, handlers.length))
+        handlers.push(route.handler)
+      }
     }
+    if (handlers.length > 0) app.setDispatcher(this.#dispatcher(handlers))
     this.#native = app
     const bound = await nativeAsync(() => app.listen(host, port))
     // The listener lives in Rust, invisible to Node's event loop: a referenced timer
@@ -149,6 +248,27 @@ export class Velithon {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+
+  /** The one JS function the data plane calls for every handler route. */
+  #dispatcher(handlers: Handler[]): Dispatcher {
+    const onError = this.#onError
+    return async (routeId, head, nativeRequest) => {
+      const request = new Request(head, nativeRequest)
+      try {
+        return toReply(await handlers[routeId](request), request)
+      } catch (err) {
+        const reply = errorReply(err)
+        if (reply.status >= 500 && reply.status !== 502 && reply.status !== 503 && reply.status !== 504) {
+          try {
+            onError(err, request)
+          } catch {
+            // an onError that throws must not take the request down with it
+          }
+        }
+        return reply
+      }
+    }
   }
 
   #assertNotStarted(what: string): void {

@@ -15,6 +15,10 @@ export const ErrorCodes = {
   NO_HEALTHY_UPSTREAM: 'VG_NO_HEALTHY_UPSTREAM',
   POOL_TIMEOUT: 'VG_POOL_TIMEOUT',
   CIRCUIT_OPEN: 'VG_CIRCUIT_OPEN',
+  BODY_TOO_LARGE: 'VG_BODY_TOO_LARGE',
+  CALLBACK_FAILED: 'VG_CALLBACK_FAILED',
+  CALLBACK_TIMEOUT: 'VG_CALLBACK_TIMEOUT',
+  HANDLER_ERROR: 'VG_HANDLER_ERROR',
   BIND: 'VG_BIND',
   INTERNAL: 'VG_INTERNAL',
   NATIVE_MISSING: 'VG_NATIVE_MISSING',
@@ -64,6 +68,24 @@ export class CircuitBreakerOpenError extends VelithonError {
     super(ErrorCodes.CIRCUIT_OPEN, message, options)
     this.name = 'CircuitBreakerOpenError'
   }
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  VG_BAD_REQUEST: 400,
+  VG_NO_ROUTE: 404,
+  VG_BODY_TOO_LARGE: 413,
+  VG_UPSTREAM_CONNECT: 502,
+  VG_UPSTREAM_PROTOCOL: 502,
+  VG_UPSTREAM_TIMEOUT: 504,
+  VG_NO_HEALTHY_UPSTREAM: 503,
+  VG_POOL_TIMEOUT: 503,
+  VG_CIRCUIT_OPEN: 503,
+  VG_CALLBACK_TIMEOUT: 504,
+}
+
+/** The HTTP status a client gets when a handler lets this error escape. */
+export function statusOf(code: ErrorCode): number | undefined {
+  return STATUS[code]
 }
 
 const CODED = /^(VG_[A-Z_]+): ([\s\S]*)$/

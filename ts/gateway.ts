@@ -14,7 +14,20 @@ import {
   type Duration,
 } from './options'
 import { GatewayRouter, type RouteDefinition } from './router'
-import { native } from './errors'
+import { native, nativeAsync } from './errors'
+import { Request } from './http/request'
+import { ForwardedResponse } from './http/response'
+import { headerRecord } from './load-balancer'
+import type { NativeLoadBalancer } from './native'
+
+export interface ForwardOptions {
+  /** Headers set on the upstream request (replacing any the client sent with those names). */
+  additionalHeaders?: Record<string, string> | [string, string][]
+  /** This call's upstream timeout; the gateway's by default. */
+  timeout?: Duration
+  /** Send the client's `Host` instead of the upstream's. Default false. */
+  preserveHost?: boolean
+}
 
 export interface GatewayOptions {
   /** The default load balancer of `route()`. */
@@ -130,8 +143,90 @@ export class Gateway {
     return this
   }
 
+  /**
+   * Forwards a handler's request to one of `loadBalancer`'s servers (the gateway's by
+   * default). Resolves when the upstream's response head arrives; return the result from
+   * the handler and the body streams to the client from Rust. Rejects with an
+   * `UpstreamError` (code `VG_UPSTREAM_CONNECT`, `VG_UPSTREAM_TIMEOUT`, …) that, if the
+   * handler lets it escape, answers the client with the same status as a pure route.
+   */
+  async forwardRequest(request: Request, loadBalancer?: LoadBalancer, options: ForwardOptions = {}): Promise<ForwardedResponse> {
+    const owner = 'Gateway.forwardRequest'
+    if (!(request instanceof Request)) {
+      throw new ConfigError('request', `${owner}: expected the handler's request, got ${show(request)}`)
+    }
+    const lb = loadBalancerOption(owner, loadBalancer) ?? this.loadBalancer
+    if (!lb) {
+      throw new ConfigError('loadBalancer', `${owner}: needs a loadBalancer (the Gateway has no default loadBalancer)`)
+    }
+    const select = LoadBalancer.selectorOf(lb)
+    let server: string | undefined
+    if (select) {
+      server = await select(lb.upstreamServers, {
+        ...request.context,
+        method: request.method,
+        path: request.path,
+        headers: headerRecord(request.rawHeaders.flat()),
+        client: request.client,
+      })
+    }
+    return forwardWith(owner, request, LoadBalancer.nativeOf(lb), this.#client, options, this.timeoutMs, server)
+  }
+
+  /** @internal */
+  static clientOf(gateway: Gateway): NativeClient {
+    return gateway.#client
+  }
+
   /** The gateway's routes, to mount with `app.includeRouter(router, { prefix })`. */
   getRouter(): GatewayRouter {
     return this.#router
   }
+}
+
+/** @internal Shared by `forwardRequest` and `forwardTo`. */
+export async function forwardWith(
+  owner: string,
+  request: Request,
+  balancer: NativeLoadBalancer,
+  client: NativeClient,
+  options: ForwardOptions,
+  defaultTimeoutMs: number,
+  server: string | undefined,
+): Promise<ForwardedResponse> {
+  const opts = object(owner, options)
+  knownKeys(owner, opts, ['additionalHeaders', 'timeout', 'preserveHost'])
+  const additionalHeaders = flatHeaderOption(owner, opts.additionalHeaders)
+  const nativeOptions = {
+    server,
+    timeoutMs: duration(owner, 'timeout', opts.timeout, defaultTimeoutMs),
+    additionalHeaders,
+    preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
+  }
+  const head = await nativeAsync(() => Request.nativeOf(request).forward(balancer, client, nativeOptions))
+  return new ForwardedResponse(request, head)
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+function flatHeaderOption(owner: string, value: unknown): string[] {
+  if (value === undefined) return []
+  const entries: unknown[] = Array.isArray(value)
+    ? value
+    : value !== null && typeof value === 'object'
+      ? Object.entries(value)
+      : [value]
+  const out: string[] = []
+  for (const entry of entries) {
+    const ok = Array.isArray(entry) && entry.length === 2 && typeof entry[0] === 'string' && typeof entry[1] === 'string'
+    if (!ok || !TOKEN.test(entry[0]) || !FIELD_VALUE.test(entry[1])) {
+      throw new ConfigError(
+        'additionalHeaders',
+        `${owner}: option "additionalHeaders" must map header names to string values, got ${show(entry)}`,
+      )
+    }
+    out.push(entry[0].toLowerCase(), entry[1])
+  }
+  return out
 }

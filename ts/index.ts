@@ -2,11 +2,22 @@
  * velithon-gateway: an API gateway and reverse proxy for Node.js whose data plane is
  * Rust (hyper, tokio, rustls).
  */
-export { Velithon, type VelithonOptions, type ListenOptions, type AddressInfo } from './app'
-export { Gateway, type GatewayOptions, type GatewayRouteOptions } from './gateway'
+export {
+  Velithon,
+  type VelithonOptions,
+  type ListenOptions,
+  type AddressInfo,
+  type Handler,
+  type HandlerResult,
+  type ErrorHook,
+} from './app'
+export { Gateway, type GatewayOptions, type GatewayRouteOptions, type ForwardOptions } from './gateway'
+export { forwardTo } from './forward-to'
+export { Request, type ClientAddress } from './http/request'
+export { Response, JSONResponse, ForwardedResponse, type ResponseInit, type HeadersInit } from './http/response'
 export { GatewayRouter } from './router'
 export { LoadBalancer, type LoadBalancerOptions } from './load-balancer'
-export { LoadBalancingStrategy, RoundRobinStrategy } from './strategies'
+export { LoadBalancingStrategy, RoundRobinStrategy, type RequestContext } from './strategies'
 export {
   VelithonError,
   ConfigError,

@@ -17,7 +17,48 @@ export interface NativeAppOptions {
   workerThreads: number
   requestHeaderTimeoutMs: number
   trustedProxies: string[]
+  handlerTimeoutMs: number
+  maxBodySize: number
 }
+
+/** The request head handed to the dispatcher; headers and params are flat pairs. */
+export interface RequestHead {
+  method: string
+  url: string
+  path: string
+  query: string
+  headers: string[]
+  params: string[]
+  clientAddress: string
+  clientPort: number
+  httpVersion: string
+}
+
+export interface HandlerReply {
+  status: number
+  headers: string[]
+  body?: Buffer
+  forwarded: boolean
+}
+
+export interface ForwardedHead {
+  status: number
+  headers: string[]
+}
+
+export interface NativeForwardOptions {
+  server?: string
+  timeoutMs: number
+  additionalHeaders: string[]
+  preserveHost: boolean
+}
+
+export interface NativeRequest {
+  readBody(): Promise<Buffer>
+  forward(balancer: NativeLoadBalancer, client: NativeClient, options: NativeForwardOptions): Promise<ForwardedHead>
+}
+
+export type Dispatcher = (routeId: number, head: RequestHead, request: NativeRequest) => Promise<HandlerReply>
 
 export interface NativeProxyRouteOptions {
   stripPath: boolean
@@ -25,9 +66,19 @@ export interface NativeProxyRouteOptions {
   timeoutMs: number
 }
 
+export interface SelectContext {
+  method: string
+  path: string
+  headers: string[]
+  clientAddress: string
+  clientPort: number
+}
+
 export interface NativeLoadBalancer {
   setServers(servers: string[]): void
   servers(): string[]
+  setSelector(select: (servers: string[], ctx: SelectContext) => Promise<string>, timeoutMs: number): void
+  fallbackCount(): number
 }
 
 export interface NativeClient {
@@ -42,6 +93,8 @@ export interface NativeApp {
     client: NativeClient,
     options: NativeProxyRouteOptions,
   ): void
+  addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
+  setDispatcher(dispatcher: Dispatcher): void
   listen(host: string, port: number): Promise<{ host: string; port: number }>
   close(graceMs: number): Promise<void>
 }

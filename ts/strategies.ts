@@ -1,15 +1,42 @@
 /**
- * Load-balancing strategies. Built-in strategies are names the data plane knows; they
- * run in Rust and never call into JavaScript.
+ * Load-balancing strategies. Built-in strategies run in Rust and never call into
+ * JavaScript. Subclass `LoadBalancingStrategy` and override `selectServer` for your own
+ * rule: it is called for every request (from pure routes through the callback bridge,
+ * from `forwardRequest` directly), may be async, and when it throws, times out or
+ * answers with a server that is not in the list, round robin picks instead (counted in
+ * `loadBalancer.strategyFallbacks`, reported once through the balancer's `onError`).
  */
 
-/** The base of every strategy. */
-export abstract class LoadBalancingStrategy {
-  /** The native strategy's name. */
-  abstract readonly kind: string
+/** What a strategy knows of the request. `forwardRequest` adds the handler's `request.context` keys. */
+export interface RequestContext {
+  method: string
+  path: string
+  /** Lower-case names; repeated headers joined with ', '. */
+  headers: Record<string, string>
+  client: { address: string; port: number }
+  [key: string]: unknown
 }
 
-/** Each server in turn, in the order given. */
+export abstract class LoadBalancingStrategy {
+  /** Picks one of `servers` (URLs as configured). */
+  abstract selectServer(servers: string[], requestContext: RequestContext): string | Promise<string>
+
+  /** @internal The native strategy behind a built-in one; undefined for user strategies. */
+  get nativeKind(): string | undefined {
+    return undefined
+  }
+}
+
+/** Each server in turn, in the order given. Runs in Rust. */
 export class RoundRobinStrategy extends LoadBalancingStrategy {
-  readonly kind = 'round_robin'
+  #next = 0
+
+  override get nativeKind(): string {
+    return 'round_robin'
+  }
+
+  /** The same rule in JS, for calling it yourself; the gateway uses the native one. */
+  selectServer(servers: string[]): string {
+    return servers[this.#next++ % servers.length]
+  }
 }

@@ -27,6 +27,12 @@ pub enum ErrorCode {
     NoHealthyUpstream,
     /// Waited `connectionPoolTimeout` for a connection slot to the upstream.
     PoolTimeout,
+    /// The request body is larger than the limit of whoever must buffer it.
+    BodyTooLarge,
+    /// A user callback (JS handler, strategy, …) threw or returned something unusable.
+    CallbackFailed,
+    /// A user callback did not answer within its timeout.
+    CallbackTimeout,
     /// The listener could not bind its address.
     Bind,
     /// A configuration value the data plane cannot use.
@@ -46,6 +52,9 @@ impl ErrorCode {
             ErrorCode::UpstreamProtocol => "VG_UPSTREAM_PROTOCOL",
             ErrorCode::NoHealthyUpstream => "VG_NO_HEALTHY_UPSTREAM",
             ErrorCode::PoolTimeout => "VG_POOL_TIMEOUT",
+            ErrorCode::BodyTooLarge => "VG_BODY_TOO_LARGE",
+            ErrorCode::CallbackFailed => "VG_CALLBACK_FAILED",
+            ErrorCode::CallbackTimeout => "VG_CALLBACK_TIMEOUT",
             ErrorCode::Bind => "VG_BIND",
             ErrorCode::InvalidConfig => "VG_INVALID_CONFIG",
             ErrorCode::Internal => "VG_INTERNAL",
@@ -59,28 +68,35 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::UpstreamConnect | ErrorCode::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamTimeout | ErrorCode::CallbackTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::NoHealthyUpstream | ErrorCode::PoolTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorCode::Bind | ErrorCode::InvalidConfig | ErrorCode::Internal => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ErrorCode::CallbackFailed
+            | ErrorCode::Bind
+            | ErrorCode::InvalidConfig
+            | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Who is to blame: the client, the upstream, or the gateway.
     pub const fn blame(self) -> Blame {
         match self {
-            ErrorCode::NoRoute | ErrorCode::MethodNotAllowed | ErrorCode::BadRequest => {
-                Blame::Client
-            }
+            ErrorCode::NoRoute
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::BadRequest
+            | ErrorCode::BodyTooLarge => Blame::Client,
             ErrorCode::UpstreamConnect
             | ErrorCode::UpstreamTimeout
             | ErrorCode::UpstreamProtocol
             | ErrorCode::NoHealthyUpstream
             | ErrorCode::PoolTimeout => Blame::Upstream,
-            ErrorCode::Bind | ErrorCode::InvalidConfig | ErrorCode::Internal => Blame::Gateway,
+            ErrorCode::CallbackFailed
+            | ErrorCode::CallbackTimeout
+            | ErrorCode::Bind
+            | ErrorCode::InvalidConfig
+            | ErrorCode::Internal => Blame::Gateway,
         }
     }
 

@@ -13,9 +13,13 @@ use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
 use velithon_core::server::{App, RouteAction, RunningServer, ServerSettings};
 
+use napi::bindgen_prelude::{Function, Promise};
+
 use crate::balancer::NativeLoadBalancer;
+use crate::callback::JsCallback;
 use crate::client::{millis, NativeClient};
 use crate::errors::{coded, invalid, to_napi};
+use crate::handler::{DispatchArgs, Dispatcher, HandlerReply, JsRouteHandler};
 
 #[napi(object)]
 pub struct AppOptions {
@@ -23,6 +27,18 @@ pub struct AppOptions {
     pub worker_threads: u32,
     pub request_header_timeout_ms: f64,
     pub trusted_proxies: Vec<String>,
+    /// How long a JS handler may take to answer (504 after).
+    pub handler_timeout_ms: f64,
+    /// The most a JS handler may read of a request body (413 beyond).
+    pub max_body_size: u32,
+}
+
+type PendingRoute = (String, Option<Vec<Method>>, RouteSpec);
+
+/// A route as added, before the data plane exists.
+enum RouteSpec {
+    Proxy(ProxyRoute),
+    Handler { route_id: u32 },
 }
 
 #[napi(object)]
@@ -47,7 +63,11 @@ struct Running {
 pub struct NativeApp {
     worker_threads: usize,
     settings: ServerSettings,
-    routes: Mutex<Option<Router<RouteAction>>>,
+    handler_timeout: std::time::Duration,
+    max_body_size: usize,
+    /// Routes as added; `None` once the app listens.
+    routes: Mutex<Option<Vec<PendingRoute>>>,
+    dispatcher: Mutex<Option<Arc<Dispatcher>>>,
     running: Arc<Mutex<Option<Running>>>,
 }
 
@@ -70,9 +90,36 @@ impl NativeApp {
                 request_header_timeout: millis(options.request_header_timeout_ms),
                 trusted_proxies,
             },
-            routes: Mutex::new(Some(Router::new())),
+            handler_timeout: millis(options.handler_timeout_ms),
+            max_body_size: options.max_body_size as usize,
+            routes: Mutex::new(Some(Vec::new())),
+            dispatcher: Mutex::new(None),
             running: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Sets the JS function that runs handler routes: `(routeId, head, request) =>
+    /// Promise<HandlerReply>`. Called on the JS thread; requests reach it through the
+    /// callback bridge.
+    #[napi(catch_unwind)]
+    pub fn set_dispatcher(
+        &self,
+        dispatcher: Function<'_, DispatchArgs, Promise<HandlerReply>>,
+    ) -> napi::Result<()> {
+        let callback = JsCallback::new(dispatcher, "route handler", self.handler_timeout)?;
+        *lock(&self.dispatcher) = Some(Arc::new(callback));
+        Ok(())
+    }
+
+    /// Adds a route answered by the JS handler `route_id` (through the dispatcher).
+    #[napi(catch_unwind)]
+    pub fn add_handler_route(
+        &self,
+        pattern: String,
+        methods: Option<Vec<String>>,
+        route_id: u32,
+    ) -> napi::Result<()> {
+        self.add_route(pattern, methods, RouteSpec::Handler { route_id })
     }
 
     /// Adds a route forwarded natively to `balancer`'s servers through `client`.
@@ -85,7 +132,6 @@ impl NativeApp {
         client: &NativeClient,
         options: ProxyRouteOptions,
     ) -> napi::Result<()> {
-        let methods = parse_methods(methods)?;
         let route = ProxyRoute {
             balancer: balancer.inner.clone(),
             client: client.inner.clone(),
@@ -93,13 +139,7 @@ impl NativeApp {
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
         };
-        let mut guard = lock(&self.routes);
-        let router = guard
-            .as_mut()
-            .ok_or_else(|| invalid("routes cannot be added after listen()"))?;
-        router
-            .add(&pattern, methods, RouteAction::Proxy(route))
-            .map_err(|e| invalid(e.to_string()))
+        self.add_route(pattern, methods, RouteSpec::Proxy(route))
     }
 
     /// Starts the data plane and binds `host:port`; resolves to the bound address.
@@ -108,23 +148,58 @@ impl NativeApp {
         let ip: IpAddr = host
             .parse()
             .map_err(|_| invalid(format!("listen host {host:?} is not an IP address")))?;
-        let port = u16::try_from(port).map_err(|_| invalid(format!("listen port {port} is out of range")))?;
-        let router = lock(&self.routes)
-            .take()
-            .ok_or_else(|| coded(ErrorCode::Bind, "this app is already listening (or was closed)"))?;
+        let port = u16::try_from(port)
+            .map_err(|_| invalid(format!("listen port {port} is out of range")))?;
+        let specs = lock(&self.routes).take().ok_or_else(|| {
+            coded(
+                ErrorCode::Bind,
+                "this app is already listening (or was closed)",
+            )
+        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.worker_threads)
             .thread_name("velithon-data-plane")
             .enable_all()
             .build()
-            .map_err(|e| coded(ErrorCode::Internal, &format!("cannot start the data plane: {e}")))?;
+            .map_err(|e| {
+                coded(
+                    ErrorCode::Internal,
+                    &format!("cannot start the data plane: {e}"),
+                )
+            })?;
+        let dispatcher = lock(&self.dispatcher).clone();
+        let mut router = Router::new();
+        for (pattern, methods, spec) in specs {
+            let action = match spec {
+                RouteSpec::Proxy(route) => RouteAction::Proxy(route),
+                RouteSpec::Handler { route_id } => {
+                    let dispatcher = dispatcher.clone().ok_or_else(|| {
+                        coded(ErrorCode::Internal, "handler routes need a dispatcher")
+                    })?;
+                    RouteAction::Handler(Arc::new(JsRouteHandler {
+                        route_id,
+                        dispatcher,
+                        runtime: runtime.handle().clone(),
+                        max_body_size: self.max_body_size,
+                    }))
+                }
+            };
+            router
+                .add(&pattern, methods, action)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         let app = Arc::new(App::new(router));
         let settings = self.settings.clone();
         let addr = SocketAddr::new(ip, port);
         let bound = runtime
             .spawn(async move { RunningServer::bind(addr, app, settings).await })
             .await
-            .map_err(|e| coded(ErrorCode::Internal, &format!("the listener task failed: {e}")))?;
+            .map_err(|e| {
+                coded(
+                    ErrorCode::Internal,
+                    &format!("the listener task failed: {e}"),
+                )
+            })?;
         let server = match bound {
             Ok(server) => server,
             Err(err) => {
@@ -144,7 +219,11 @@ impl NativeApp {
     /// every connection and stops the data plane. Resolves when all is done.
     #[napi(catch_unwind)]
     pub async fn close(&self, grace_ms: f64) -> napi::Result<()> {
-        let Some(Running { runtime, mut server }) = lock(&self.running).take() else {
+        let Some(Running {
+            runtime,
+            mut server,
+        }) = lock(&self.running).take()
+        else {
             return Ok(());
         };
         let grace = millis(grace_ms);
@@ -154,6 +233,23 @@ impl NativeApp {
             })
             .await;
         runtime.shutdown_background();
+        Ok(())
+    }
+}
+
+impl NativeApp {
+    fn add_route(
+        &self,
+        pattern: String,
+        methods: Option<Vec<String>>,
+        spec: RouteSpec,
+    ) -> napi::Result<()> {
+        let methods = parse_methods(methods)?;
+        velithon_core::router::Pattern::parse(&pattern).map_err(|e| invalid(e.to_string()))?;
+        lock(&self.routes)
+            .as_mut()
+            .ok_or_else(|| invalid("routes cannot be added after listen()"))?
+            .push((pattern, methods, spec));
         Ok(())
     }
 }

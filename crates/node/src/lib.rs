@@ -2,9 +2,17 @@
 //! TypeScript facade into `velithon-core` values and runs the data plane on its own
 //! tokio runtime. Nothing here runs per request: the hot path is all in the core.
 
-#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro, clippy::todo)]
+#![deny(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::dbg_macro,
+    clippy::todo
+)]
 
 mod app;
 mod balancer;
+mod callback;
 mod client;
 mod errors;
+mod handler;
+mod selector;

@@ -2,13 +2,16 @@
 //! The server list is an immutable snapshot swapped atomically, so readers on the hot
 //! path never lock and a change never disturbs requests already in flight.
 
+mod selector;
 mod strategy;
 mod upstream;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
+pub use selector::{AsyncSelector, OwnedPickContext, SelectFuture};
 pub use strategy::{PickContext, RoundRobin, Strategy};
 pub use upstream::{Upstream, UpstreamUrlError};
 
@@ -17,6 +20,9 @@ use crate::error::{ErrorCode, GatewayError};
 pub struct LoadBalancer {
     servers: ArcSwap<Vec<Arc<Upstream>>>,
     strategy: Box<dyn Strategy>,
+    /// A user's own strategy (e.g. JS); `strategy` is then its fallback.
+    selector: OnceLock<Arc<dyn AsyncSelector>>,
+    fallbacks: AtomicU64,
 }
 
 impl LoadBalancer {
@@ -24,7 +30,43 @@ impl LoadBalancer {
         Ok(Self {
             servers: ArcSwap::from_pointee(parse_all(urls)?),
             strategy,
+            selector: OnceLock::new(),
+            fallbacks: AtomicU64::new(0),
         })
+    }
+
+    /// Installs a user strategy. The built-in strategy stays as its fallback for when the
+    /// selector fails, times out or names a server that is not in the list.
+    pub fn set_selector(&self, selector: Arc<dyn AsyncSelector>) -> bool {
+        self.selector.set(selector).is_ok()
+    }
+
+    /// How often a user strategy's answer was replaced by the fallback.
+    pub fn fallback_count(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Picks with the user strategy if there is one, else as `pick`.
+    pub async fn pick_async(&self, ctx: &PickContext<'_>) -> Result<Arc<Upstream>, GatewayError> {
+        let Some(selector) = self.selector.get() else {
+            return self.pick(ctx);
+        };
+        let servers = self.servers.load_full();
+        if servers.is_empty() {
+            return self.pick(ctx);
+        }
+        let urls: Vec<String> = servers.iter().map(|s| s.url().to_string()).collect();
+        let chosen = selector.select(urls, OwnedPickContext::from(ctx)).await;
+        match chosen.and_then(|url| servers.iter().find(|s| s.url() == url).cloned()) {
+            Some(upstream) => Ok(upstream),
+            None => self.pick_fallback(ctx),
+        }
+    }
+
+    /// The built-in strategy's pick, counted as a fallback of the user strategy.
+    pub fn pick_fallback(&self, ctx: &PickContext<'_>) -> Result<Arc<Upstream>, GatewayError> {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.pick(ctx)
     }
 
     /// One server, round robin: what `forwardTo(url)` and `route(…, { upstream })` use.

@@ -8,12 +8,13 @@ mod trust;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Request, Response, Version};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
 
 pub use headers::{remove_hop_by_hop, set_forwarded};
 pub use trust::{ConnInfo, TrustedProxies};
 
-use crate::balancer::{LoadBalancer, PickContext};
+use crate::balancer::{LoadBalancer, PickContext, Upstream};
 use crate::body::ProxyBody;
 use crate::client::UpstreamClient;
 use crate::error::{ErrorCode, GatewayError};
@@ -31,37 +32,57 @@ pub struct ProxyRoute {
     pub timeout: Duration,
 }
 
-/// Forwards `req` as `route` says. Errors become the client's response (502/503/504).
+/// How one request is sent to one upstream server.
+pub struct ForwardOptions<'a> {
+    /// Strip the part of the path before this pattern's `{…:path}` (stripPath).
+    pub strip: Option<&'a Pattern>,
+    pub preserve_host: bool,
+    pub timeout: Duration,
+    /// Headers set on the upstream request after the proxy's own (replacing same names).
+    pub extra_headers: &'a [(HeaderName, HeaderValue)],
+}
+
+/// Forwards `req` as a pure route says. Errors become the client's response (502/503/504).
 pub async fn forward(
     route: &ProxyRoute,
     pattern: &Pattern,
     req: Request<ProxyBody>,
     conn: &ConnInfo,
 ) -> Response<ProxyBody> {
-    match try_forward(route, pattern, req, conn).await {
-        Ok(res) => res,
-        Err(err) => err.to_response(),
+    let result = async {
+        let upstream = route
+            .balancer
+            .pick_async(&PickContext {
+                method: req.method(),
+                path: req.uri().path(),
+                headers: req.headers(),
+                client: Some(conn.peer),
+            })
+            .await?;
+        let options = ForwardOptions {
+            strip: route.strip_path.then_some(pattern),
+            preserve_host: route.preserve_host,
+            timeout: route.timeout,
+            extra_headers: &[],
+        };
+        send_upstream(&upstream, &route.client, req, conn, &options).await
     }
+    .await;
+    result.unwrap_or_else(|err| err.to_response())
 }
 
-async fn try_forward(
-    route: &ProxyRoute,
-    pattern: &Pattern,
+/// Sends one request to `upstream` and returns the response head, its body streaming.
+pub async fn send_upstream(
+    upstream: &Upstream,
+    client: &UpstreamClient,
     req: Request<ProxyBody>,
     conn: &ConnInfo,
+    options: &ForwardOptions<'_>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let (mut parts, body) = req.into_parts();
-    let upstream = route.balancer.pick(&PickContext {
-        method: &parts.method,
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        client: Some(conn.peer),
-    })?;
-
-    let path = if route.strip_path {
-        pattern.strip(parts.uri.path())
-    } else {
-        parts.uri.path()
+    let path = match options.strip {
+        Some(pattern) => pattern.strip(parts.uri.path()),
+        None => parts.uri.path(),
     };
     let uri = upstream.uri_for(path, parts.uri.query()).map_err(|e| {
         GatewayError::new(
@@ -81,26 +102,29 @@ async fn try_forward(
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers, true);
     set_forwarded(headers, conn, original_host.clone());
-    let host = match (route.preserve_host, original_host) {
+    let host = match (options.preserve_host, original_host) {
         (true, Some(h)) => h,
         _ => HeaderValue::from_str(upstream.authority().as_str()).map_err(|e| {
             GatewayError::new(ErrorCode::Internal, "bad upstream authority").with_cause(e)
         })?,
     };
     headers.insert(header::HOST, host);
+    for (name, value) in options.extra_headers {
+        headers.insert(name.clone(), value.clone());
+    }
 
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);
 
-    let mut res = match tokio::time::timeout(route.timeout, route.client.send(upstream_req)).await {
+    let mut res = match tokio::time::timeout(options.timeout, client.send(upstream_req)).await {
         Ok(res) => res?,
         Err(_) => {
             return Err(GatewayError::new(
                 ErrorCode::UpstreamTimeout,
                 format!(
                     "the upstream did not answer within {} ms",
-                    route.timeout.as_millis()
+                    options.timeout.as_millis()
                 ),
             ))
         }

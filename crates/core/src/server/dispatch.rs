@@ -1,8 +1,11 @@
 //! From a request to a response: find the route, run its action.
 
+use std::sync::Arc;
+
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use super::handler::{HandlerRequest, RequestHandler};
 use crate::body::{boxed, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{self, ConnInfo, ProxyRoute};
@@ -12,6 +15,8 @@ use crate::router::{RouteMiss, Router};
 pub enum RouteAction {
     /// Forward to a load balancer's servers, natively.
     Proxy(ProxyRoute),
+    /// Hand the request to a handler (in the binding: a JS function).
+    Handler(Arc<dyn RequestHandler>),
 }
 
 /// The routes of one listening app.
@@ -24,11 +29,24 @@ impl App {
         Self { router }
     }
 
-    pub async fn dispatch(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    pub async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> Response<ProxyBody> {
         match self.router.find(req.method(), req.uri().path()) {
             Ok(found) => match &*found.route.action {
                 RouteAction::Proxy(route) => {
                     proxy::forward(route, &found.route.pattern, req.map(boxed), conn).await
+                }
+                RouteAction::Handler(handler) => {
+                    handler
+                        .handle(HandlerRequest {
+                            request: req.map(boxed),
+                            params: found.params,
+                            conn: conn.clone(),
+                        })
+                        .await
                 }
             },
             Err(RouteMiss::NotFound) => GatewayError::new(

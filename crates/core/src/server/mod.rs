@@ -3,6 +3,7 @@
 //! lets in-flight requests finish within a bound, then closes what is left.
 
 mod dispatch;
+mod handler;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use dispatch::{App, RouteAction};
+pub use handler::{HandlerRequest, RequestHandler, ResponseFuture};
 
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{ConnInfo, TrustedProxies};

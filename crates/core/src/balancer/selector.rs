@@ -1,0 +1,46 @@
+//! A user's own load-balancing strategy, asynchronous (it may live in JavaScript). It
+//! answers with a server URL, or `None` when it failed; the balancer then falls back to
+//! its built-in strategy and counts it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use super::PickContext;
+
+pub type SelectFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+/// What a user strategy sees of the request, owned (it crosses threads).
+#[derive(Debug, Clone)]
+pub struct OwnedPickContext {
+    pub method: String,
+    pub path: String,
+    /// Lower-case names, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub client: Option<SocketAddr>,
+}
+
+impl From<&PickContext<'_>> for OwnedPickContext {
+    fn from(ctx: &PickContext<'_>) -> Self {
+        Self {
+            method: ctx.method.as_str().to_string(),
+            path: ctx.path.to_string(),
+            headers: ctx
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            client: ctx.client,
+        }
+    }
+}
+
+pub trait AsyncSelector: Send + Sync + 'static {
+    /// Picks one of `servers` (URLs as configured), or `None` to fall back.
+    fn select(&self, servers: Vec<String>, ctx: OwnedPickContext) -> SelectFuture;
+}

@@ -1,0 +1,65 @@
+//! What a JS handler answers, turned into a response.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use velithon_core::body::{empty, full, ProxyBody};
+use velithon_core::{ErrorCode, GatewayError};
+
+use super::request::RequestState;
+
+/// The facade's normalised handler result.
+#[napi(object)]
+pub struct HandlerReply {
+    pub status: u32,
+    /// Flat pairs: name, value, name, value, …
+    pub headers: Vec<String>,
+    pub body: Option<Buffer>,
+    /// Send the upstream response `forwardRequest` produced for this request.
+    pub forwarded: bool,
+}
+
+impl HandlerReply {
+    pub(crate) fn into_response(self, state: &RequestState) -> Response<ProxyBody> {
+        if self.forwarded {
+            return state.take_forwarded().unwrap_or_else(|| {
+                GatewayError::new(
+                    ErrorCode::CallbackFailed,
+                    "the handler returned a forwarded response that belongs to another request",
+                )
+                .to_response()
+            });
+        }
+        self.build().unwrap_or_else(|err| err.to_response())
+    }
+
+    fn build(self) -> Result<Response<ProxyBody>, GatewayError> {
+        let bad = |why: String| GatewayError::new(ErrorCode::CallbackFailed, why);
+        let status = u16::try_from(self.status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| bad(format!("the handler returned status {}", self.status)))?;
+        let body = match self.body {
+            Some(buf) if !buf.is_empty() => full(Bytes::copy_from_slice(&buf)),
+            _ => empty(),
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        for pair in self.headers.chunks(2) {
+            let [name, value] = pair else {
+                return Err(bad("the handler's headers are not name/value pairs".into()));
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("the handler returned a bad header name {name:?}")))?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                bad(format!(
+                    "the handler returned a bad value for header {name}"
+                ))
+            })?;
+            headers.append(name, value);
+        }
+        Ok(res)
+    }
+}

@@ -1,0 +1,47 @@
+//! A user's `LoadBalancingStrategy` subclass, called from pure routes through the
+//! callback bridge. The facade's wrapper validates the answer and reports failures;
+//! here an empty answer, an error or a timeout mean "fall back".
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::FnArgs;
+use napi_derive::napi;
+use velithon_core::balancer::{AsyncSelector, OwnedPickContext, SelectFuture};
+
+use crate::callback::JsCallback;
+
+/// What `selectServer` gets as `requestContext` (before the facade shapes it).
+#[napi(object)]
+pub struct SelectContext {
+    pub method: String,
+    pub path: String,
+    /// Flat name/value pairs.
+    pub headers: Vec<String>,
+    pub client_address: String,
+    pub client_port: u32,
+}
+
+pub type SelectArgs = FnArgs<(Vec<String>, SelectContext)>;
+
+pub struct JsSelector {
+    pub callback: Arc<JsCallback<SelectArgs, String>>,
+}
+
+impl AsyncSelector for JsSelector {
+    fn select(&self, servers: Vec<String>, ctx: OwnedPickContext) -> SelectFuture {
+        let callback = self.callback.clone();
+        Box::pin(async move {
+            let js_ctx = SelectContext {
+                method: ctx.method,
+                path: ctx.path,
+                headers: ctx.headers.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                client_address: ctx.client.map(|c| c.ip().to_string()).unwrap_or_default(),
+                client_port: ctx.client.map_or(0, |c| u32::from(c.port())),
+            };
+            match callback.call(FnArgs::from((servers, js_ctx))).await {
+                Ok(url) if !url.is_empty() => Some(url),
+                _ => None,
+            }
+        })
+    }
+}

@@ -1,0 +1,27 @@
+import { Gateway, forwardWith, type ForwardOptions } from './gateway'
+import type { Request } from './http/request'
+import type { ForwardedResponse } from './http/response'
+import { native } from './errors'
+import { nativeBinding, type NativeLoadBalancer } from './native'
+import { upstreamUrl } from './options'
+
+let defaultGateway: Gateway | undefined
+const balancers = new Map<string, NativeLoadBalancer>()
+
+/**
+ * Forwards a handler's request to one upstream URL, through a shared default pool
+ * (the defaults of `new Gateway()`). `forwardTo('http://svc:8080', request)` sends
+ * `request.url` to that server; a path in the URL is put in front.
+ */
+export function forwardTo(url: string, request: Request, options: ForwardOptions = {}): Promise<ForwardedResponse> {
+  const owner = 'forwardTo'
+  upstreamUrl(owner, 'url', url)
+  defaultGateway ??= new Gateway()
+  let balancer = balancers.get(url)
+  if (!balancer) {
+    const { NativeLoadBalancer } = nativeBinding()
+    balancer = native(() => new NativeLoadBalancer([url], 'round_robin'))
+    balancers.set(url, balancer)
+  }
+  return forwardWith(owner, request, balancer, Gateway.clientOf(defaultGateway), options, defaultGateway.timeoutMs, undefined)
+}
