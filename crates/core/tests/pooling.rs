@@ -5,6 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use velithon_core::client::ClientSettings;
 
@@ -99,7 +100,62 @@ async fn max_connections_per_host_makes_a_second_request_wait_then_503() {
         // The slot is free again once the first response is done.
         let third = get(&client, &gw_url(&gw, "/third")).await;
         assert_eq!(third.status, 200);
-        assert_eq!(origin.accepts(), 1, "the capped client opened a second connection");
+        assert_eq!(
+            origin.accepts(),
+            1,
+            "the capped client opened a second connection"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_slot_is_held_while_the_response_body_streams() {
+    bounded(async {
+        // The head comes at once; the body takes 600 ms more.
+        let arrived = Arc::new(Notify::new());
+        let seen = arrived.clone();
+        let origin = Origin::start(move |_req| {
+            let seen = seen.clone();
+            async move {
+                let (tx, body) = channel_body(1);
+                tokio::spawn(async move {
+                    let _ = tx.send(bytes::Bytes::from_static(b"a")).await;
+                    seen.notify_one();
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    let _ = tx.send(bytes::Bytes::from_static(b"b")).await;
+                });
+                http::Response::new(body)
+            }
+        })
+        .await;
+        let settings = ClientSettings {
+            max_connections_per_host: Some(1),
+            pool_timeout: Duration::from_millis(100),
+            ..client_settings()
+        };
+        let gw = start_gateway(vec![(
+            "/{p:path}",
+            None,
+            proxy_route(&[origin.url()], settings),
+        )])
+        .await;
+        let client = client();
+
+        let req = http::Request::get(gw_url(&gw, "/first"))
+            .body(empty())
+            .unwrap();
+        let first = client.request(req).await.expect("first head");
+        assert_eq!(first.status(), 200);
+        arrived.notified().await;
+
+        let second = get(&client, &gw_url(&gw, "/second")).await;
+        second.assert_error(503, "VG_POOL_TIMEOUT");
+
+        let body = first.into_body().collect().await.expect("first body");
+        assert_eq!(&body.to_bytes()[..], b"ab");
+        let third = get(&client, &gw_url(&gw, "/third")).await;
+        assert_eq!(third.status, 200);
     })
     .await;
 }

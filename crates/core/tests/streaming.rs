@@ -76,7 +76,10 @@ async fn chunked_request_body_streams_to_the_origin_intact() {
         assert_eq!(reply.headers["x-seen-te"], "chunked");
         assert_eq!(reply.headers["x-seen-cl"], "");
         assert_eq!(reply.body.len(), CHUNK * CHUNKS);
-        assert!(reply.body[..] == pattern(0, CHUNK * CHUNKS)[..], "body changed");
+        assert!(
+            reply.body[..] == pattern(0, CHUNK * CHUNKS)[..],
+            "body changed"
+        );
     })
     .await;
 }
@@ -185,6 +188,50 @@ async fn client_disconnect_mid_response_releases_the_origin() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_abort_before_the_response_head_closes_the_upstream_connection() {
+    bounded(async {
+        // A raw origin that reads the request, never answers, and reports when its
+        // connection is closed by the gateway.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got_request = Arc::new(Notify::new());
+        let closed = Arc::new(Notify::new());
+        let (got, gone) = (got_request.clone(), closed.clone());
+        let origin = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                assert!(n > 0, "the gateway hung up before sending the request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            got.notify_one();
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            gone.notify_one();
+        });
+        let gw = simple_gateway("/{p:path}", &[format!("http://{addr}")]).await;
+
+        let mut stream = TcpStream::connect(gw.local_addr()).await.unwrap();
+        stream
+            .write_all(b"GET /never HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .await
+            .unwrap();
+        got_request.notified().await;
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(3), closed.notified())
+            .await
+            .expect("the upstream connection stayed open after the client went away");
+        origin.await.expect("origin task");
     })
     .await;
 }

@@ -56,8 +56,8 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Builds the client. Must be called inside a tokio runtime's context is not needed;
-    /// connections are spawned on the runtime that sends the request.
+    /// Builds the client. No runtime is needed here: connections are spawned on the
+    /// runtime that sends the request.
     pub fn new(settings: ClientSettings) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -69,9 +69,15 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        // Under a connection cap, idle connections beyond it would break the cap.
+        let max_idle = settings
+            .max_connections_per_host
+            .map_or(settings.max_idle_per_host, |cap| {
+                cap.min(settings.max_idle_per_host)
+            });
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.keep_alive_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .pool_max_idle_per_host(max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
@@ -87,26 +93,43 @@ impl UpstreamClient {
         &self.settings
     }
 
-    /// Sends a request and returns the response head with its body still streaming.
+    /// Waits (at most `connectionPoolTimeout`) for a connection slot to `authority` when
+    /// `maxConnectionsPerHost` is set. Hold the slot while the request is in flight.
+    pub async fn acquire(&self, authority: &str) -> Result<Option<ConnectionSlot>, GatewayError> {
+        match &self.limits {
+            Some(limits) => Ok(Some(ConnectionSlot(
+                limits
+                    .acquire(authority, self.settings.pool_timeout)
+                    .await?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends a request and returns the response head, its body still streaming.
     /// Errors are classified: connect failures, connect timeouts, broken connections.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, GatewayError> {
-        let permit = match &self.limits {
-            Some(limits) => {
-                let authority = req.uri().authority().map(|a| a.as_str()).unwrap_or("");
-                Some(
-                    limits
-                        .acquire(authority, self.settings.pool_timeout)
-                        .await?,
-                )
-            }
-            None => None,
-        };
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let slot = self.acquire(&authority).await?;
+        self.send_with(slot, req).await
+    }
+
+    /// Sends a request on a slot from `acquire`; the slot is held until the response body
+    /// is done or dropped.
+    pub async fn send_with(
+        &self,
+        slot: Option<ConnectionSlot>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
         let res = self.inner.request(req).await.map_err(classify)?;
-        Ok(match permit {
-            // The slot is held until the response body is done or dropped.
-            Some(permit) => res.map(|body| {
+        Ok(match slot {
+            Some(slot) => res.map(|body| {
                 body.map_frame(move |frame| {
-                    let _held = &permit;
+                    let _held = &slot;
                     frame
                 })
                 .map_err(Into::into)
@@ -116,6 +139,9 @@ impl UpstreamClient {
         })
     }
 }
+
+/// A slot under `maxConnectionsPerHost`; dropping it frees the slot.
+pub struct ConnectionSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 fn box_incoming(body: Incoming) -> ProxyBody {
     crate::body::boxed(body)

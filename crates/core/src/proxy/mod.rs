@@ -117,18 +117,22 @@ pub async fn send_upstream(
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);
 
-    let mut res = match tokio::time::timeout(options.timeout, client.send(upstream_req)).await {
-        Ok(res) => res?,
-        Err(_) => {
-            return Err(GatewayError::new(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "the upstream did not answer within {} ms",
-                    options.timeout.as_millis()
-                ),
-            ))
-        }
-    };
+    // Waiting for a connection slot has its own bound (connectionPoolTimeout, 503); the
+    // route timeout counts from there.
+    let slot = client.acquire(upstream.authority().as_str()).await?;
+    let mut res =
+        match tokio::time::timeout(options.timeout, client.send_with(slot, upstream_req)).await {
+            Ok(res) => res?,
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "the upstream did not answer within {} ms",
+                        options.timeout.as_millis()
+                    ),
+                ))
+            }
+        };
     remove_hop_by_hop(res.headers_mut(), false);
     Ok(res)
 }

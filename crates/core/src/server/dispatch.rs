@@ -54,7 +54,10 @@ impl App {
                 format!("no route matches {} {}", req.method(), req.uri().path()),
             )
             .to_response(),
-            Err(RouteMiss::MethodNotAllowed(allowed)) => {
+            Err(RouteMiss::MethodNotAllowed(mut allowed)) => {
+                if allowed.contains(&http::Method::GET) && !allowed.contains(&http::Method::HEAD) {
+                    allowed.push(http::Method::HEAD);
+                }
                 let mut res = GatewayError::new(
                     ErrorCode::MethodNotAllowed,
                     format!("{} is not allowed on {}", req.method(), req.uri().path()),

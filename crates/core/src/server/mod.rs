@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use dispatch::{App, RouteAction};
 pub use handler::{HandlerRequest, RequestHandler, ResponseFuture};
@@ -111,6 +112,7 @@ async fn accept_loop(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let force_close = CancellationToken::new();
+    let connections = TaskTracker::new();
     let trusted = Arc::new(settings.trusted_proxies);
 
     let grace = loop {
@@ -142,7 +144,7 @@ async fn accept_loop(
         let builder = builder.clone();
         let force_close = force_close.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = watcher.watch(conn);
             tokio::select! {
@@ -158,4 +160,7 @@ async fn accept_loop(
     {
         force_close.cancel();
     }
+    // Resolve only once every connection task has dropped its socket.
+    connections.close();
+    connections.wait().await;
 }

@@ -287,7 +287,9 @@ pub async fn try_send(client: &TestClient, req: Request<Body>) -> Result<Reply, 
 }
 
 pub async fn send(client: &TestClient, req: Request<Body>) -> Reply {
-    try_send(client, req).await.expect("request through the gateway")
+    try_send(client, req)
+        .await
+        .expect("request through the gateway")
 }
 
 pub async fn get(client: &TestClient, url: &str) -> Reply {
