@@ -146,6 +146,48 @@ mod tests {
         assert_eq!(picks[3..], urls[..]);
     }
 
+    /// A user strategy that answers from a script: a URL, or `None` (it failed).
+    struct Scripted(std::sync::Mutex<Vec<Option<String>>>);
+
+    impl AsyncSelector for Scripted {
+        fn select(&self, servers: Vec<String>, ctx: OwnedPickContext) -> SelectFuture {
+            assert_eq!(servers.len(), 2);
+            assert_eq!(ctx.path, "/p");
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_strategy_falls_back_to_round_robin_and_counts_it() {
+        let urls = vec!["http://a:1".to_string(), "http://b:1".to_string()];
+        let lb = LoadBalancer::new(&urls, Box::<RoundRobin>::default()).unwrap();
+        let script = vec![
+            Some("http://b:1".to_string()),
+            None,
+            Some("http://not-listed:1".to_string()),
+            Some("http://b:1".to_string()),
+        ];
+        assert!(lb.set_selector(Arc::new(Scripted(std::sync::Mutex::new(script)))));
+        let headers = http::HeaderMap::new();
+        let ctx = PickContext {
+            method: &http::Method::GET,
+            path: "/p",
+            headers: &headers,
+            client: None,
+        };
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            picks.push(lb.pick_async(&ctx).await.unwrap().url().to_string());
+        }
+        // b (chosen), a and b (round robin after a failure and a bad answer), b (chosen).
+        assert_eq!(
+            picks,
+            ["http://b:1", "http://a:1", "http://b:1", "http://b:1"]
+        );
+        assert_eq!(lb.fallback_count(), 2);
+    }
+
     #[test]
     fn set_servers_keeps_the_state_of_servers_that_stay() {
         let lb = LoadBalancer::new(

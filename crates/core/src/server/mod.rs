@@ -4,6 +4,7 @@
 
 mod dispatch;
 mod handler;
+mod panic_guard;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -139,7 +140,13 @@ async fn accept_loop(
         let service = service_fn(move |req| {
             let app = app.clone();
             let conn_info = conn_info.clone();
-            async move { Ok::<_, Infallible>(app.dispatch(req, &conn_info).await) }
+            async move {
+                let answer =
+                    panic_guard::PanicGuard::new(
+                        async move { app.dispatch(req, &conn_info).await },
+                    );
+                Ok::<_, Infallible>(answer.await)
+            }
         });
         let builder = builder.clone();
         let force_close = force_close.clone();
