@@ -19,8 +19,6 @@ const r = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], 
 if (r.status !== 0) process.exit(r.status || 1)
 
 writeFileSync(join(root, 'dist', 'cjs', 'package.json'), '{ "type": "commonjs" }\n')
-// dist/cjs/index.d.cts for the `require` condition.
-writeFileSync(join(root, 'dist', 'cjs', 'index.d.cts'), "export * from './index.js'\n")
 
 // The ESM entry: named exports read from the CommonJS build itself, so no name can drift.
 const names = Object.keys(require(join(root, 'dist', 'cjs', 'index.js'))).filter((n) => n !== 'default' && n !== '__esModule')

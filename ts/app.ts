@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { ConfigError, nativeAsync, native } from './errors'
+import { ConfigError, callHook, nativeAsync, native } from './errors'
 import { Request } from './http/request'
 import { errorReply, toReply } from './http/response'
 import { nativeBinding, type Dispatcher, type NativeApp } from './native'
@@ -260,11 +260,7 @@ export class Velithon {
       } catch (err) {
         const reply = errorReply(err)
         if (reply.status >= 500 && reply.status !== 502 && reply.status !== 503 && reply.status !== 504) {
-          try {
-            onError(err, request)
-          } catch {
-            // an onError that throws must not take the request down with it
-          }
+          callHook(onError, err, request)
         }
         return reply
       }

@@ -129,3 +129,15 @@ export async function nativeAsync<T>(call: () => Promise<T>): Promise<T> {
     throw fromNative(err)
   }
 }
+
+/** Calls a user's reporting hook: neither a throw nor a rejected Promise may escape. */
+export function callHook(hook: (...args: never[]) => unknown, ...args: unknown[]): void {
+  try {
+    const r = (hook as (...a: unknown[]) => unknown)(...args)
+    if (r && typeof (r as PromiseLike<unknown>).then === 'function') {
+      ;(r as PromiseLike<unknown>).then(undefined, () => {})
+    }
+  } catch {
+    // a failing hook must not fail the request
+  }
+}

@@ -208,7 +208,8 @@ export async function forwardWith(
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+// Visible ASCII, space and tab: values cross to Rust as text, so no obs-text bytes.
+const FIELD_VALUE = /^[\t\x20-\x7e]*$/
 
 function flatHeaderOption(owner: string, value: unknown): string[] {
   if (value === undefined) return []
@@ -223,7 +224,7 @@ function flatHeaderOption(owner: string, value: unknown): string[] {
     if (!ok || !TOKEN.test(entry[0]) || !FIELD_VALUE.test(entry[1])) {
       throw new ConfigError(
         'additionalHeaders',
-        `${owner}: option "additionalHeaders" must map header names to string values, got ${show(entry)}`,
+        `${owner}: option "additionalHeaders" must map header names to string values of visible ASCII, got ${show(entry)}`,
       )
     }
     out.push(entry[0].toLowerCase(), entry[1])

@@ -1,4 +1,4 @@
-import { ConfigError, ErrorCodes, VelithonError, native } from './errors'
+import { ConfigError, ErrorCodes, VelithonError, callHook, native } from './errors'
 import { nativeBinding, type NativeLoadBalancer } from './native'
 import { duration, knownKeys, object, show, upstreamUrl, type Duration } from './options'
 import { LoadBalancingStrategy, RoundRobinStrategy, type RequestContext } from './strategies'
@@ -119,11 +119,7 @@ function userSelector(
   const report = (error: unknown) => {
     if (reported) return
     reported = true
-    try {
-      onError(error)
-    } catch {
-      // a failing reporter must not fail the request
-    }
+    callHook(onError, error)
   }
   return async (servers, ctx) => {
     let timer: NodeJS.Timeout | undefined

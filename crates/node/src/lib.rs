@@ -15,4 +15,5 @@ mod callback;
 mod client;
 mod errors;
 mod handler;
+mod latin1;
 mod selector;

@@ -1,13 +1,14 @@
 //! What a JS handler answers, turned into a response.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, Response, StatusCode};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use velithon_core::body::{empty, full, ProxyBody};
 use velithon_core::{ErrorCode, GatewayError};
 
 use super::request::RequestState;
+use crate::latin1;
 
 /// The facade's normalised handler result.
 #[napi(object)]
@@ -53,7 +54,7 @@ impl HandlerReply {
             };
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad(format!("the handler returned a bad header name {name:?}")))?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let value = latin1::to_header_value(value).ok_or_else(|| {
                 bad(format!(
                     "the handler returned a bad value for header {name}"
                 ))

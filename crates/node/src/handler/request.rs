@@ -21,6 +21,7 @@ use velithon_core::{ErrorCode, GatewayError};
 use crate::balancer::NativeLoadBalancer;
 use crate::client::{millis, NativeClient};
 use crate::errors::{coded, to_napi};
+use crate::latin1;
 
 /// The request head, handed to JS once (one crossing, plain values).
 #[napi(object)]
@@ -45,7 +46,7 @@ impl RequestHead {
         let mut headers = Vec::with_capacity(r.headers().len() * 2);
         for (name, value) in r.headers() {
             headers.push(name.as_str().to_string());
-            headers.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            headers.push(latin1::to_text(value.as_bytes()));
         }
         let params = req
             .params
@@ -215,7 +216,7 @@ fn header_pairs(flat: &[String]) -> napi::Result<Vec<(HeaderName, HeaderValue)>>
                         &format!("additionalHeaders: bad header name {name:?}"),
                     )
                 })?;
-                let v = HeaderValue::from_str(value).map_err(|_| {
+                let v = latin1::to_header_value(value).ok_or_else(|| {
                     coded(
                         ErrorCode::InvalidConfig,
                         &format!("additionalHeaders: bad value for {name:?}"),
@@ -297,7 +298,7 @@ impl NativeRequest {
                     let mut headers = Vec::with_capacity(res.headers().len() * 2);
                     for (name, value) in res.headers() {
                         headers.push(name.as_str().to_string());
-                        headers.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+                        headers.push(latin1::to_text(value.as_bytes()));
                     }
                     let head = ForwardedHead {
                         status: u32::from(res.status().as_u16()),
