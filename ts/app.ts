@@ -231,7 +231,13 @@ export class Velithon {
    */
   close(options: { timeout?: Duration } = {}): Promise<void> {
     if (!this.#closing) {
-      const graceMs = duration(`${OWNER}.close`, 'timeout', object(`${OWNER}.close`, options).timeout, this.#options.shutdownTimeoutMs)
+      let graceMs: number
+      try {
+        graceMs = duration(`${OWNER}.close`, 'timeout', object(`${OWNER}.close`, options).timeout, this.#options.shutdownTimeoutMs)
+      } catch (err) {
+        // Like listen(): a bad option rejects the Promise instead of throwing.
+        return Promise.reject(err)
+      }
       const app = this.#native
       this.#closing = (async () => {
         try {
