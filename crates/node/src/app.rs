@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use http::Method;
 use napi_derive::napi;
-use tokio::runtime::Runtime;
 use velithon_core::error::ErrorCode;
 use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
@@ -18,6 +17,7 @@ use napi::bindgen_prelude::{Function, Promise};
 use crate::balancer::NativeLoadBalancer;
 use crate::callback::JsCallback;
 use crate::client::{millis, NativeClient};
+use crate::data_plane::DataPlane;
 use crate::errors::{coded, invalid, to_napi};
 use crate::handler::{DispatchArgs, Dispatcher, HandlerReply, JsRouteHandler};
 
@@ -55,7 +55,7 @@ pub struct ListenInfo {
 }
 
 struct Running {
-    runtime: Runtime,
+    runtime: DataPlane,
     server: RunningServer,
 }
 
@@ -156,17 +156,12 @@ impl NativeApp {
                 "this app is already listening (or was closed)",
             )
         })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.worker_threads)
-            .thread_name("velithon-data-plane")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                coded(
-                    ErrorCode::Internal,
-                    &format!("cannot start the data plane: {e}"),
-                )
-            })?;
+        let runtime = DataPlane::start(self.worker_threads).map_err(|e| {
+            coded(
+                ErrorCode::Internal,
+                &format!("cannot start the data plane: {e}"),
+            )
+        })?;
         let dispatcher = lock(&self.dispatcher).clone();
         let mut router = Router::new();
         for (pattern, methods, spec) in specs {
@@ -192,6 +187,7 @@ impl NativeApp {
         let settings = self.settings.clone();
         let addr = SocketAddr::new(ip, port);
         let bound = runtime
+            .handle()
             .spawn(async move { RunningServer::bind(addr, app, settings).await })
             .await
             .map_err(|e| {
@@ -200,13 +196,7 @@ impl NativeApp {
                     &format!("the listener task failed: {e}"),
                 )
             })?;
-        let server = match bound {
-            Ok(server) => server,
-            Err(err) => {
-                runtime.shutdown_background();
-                return Err(to_napi(err));
-            }
-        };
+        let server = bound.map_err(to_napi)?;
         let local = server.local_addr();
         *lock(&self.running) = Some(Running { runtime, server });
         Ok(ListenInfo {
@@ -228,11 +218,12 @@ impl NativeApp {
         };
         let grace = millis(grace_ms);
         let _ = runtime
+            .handle()
             .spawn(async move {
                 server.shutdown(grace).await;
             })
             .await;
-        runtime.shutdown_background();
+        drop(runtime);
         Ok(())
     }
 }

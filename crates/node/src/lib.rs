@@ -13,6 +13,7 @@ mod app;
 mod balancer;
 mod callback;
 mod client;
+mod data_plane;
 mod errors;
 mod handler;
 mod latin1;
