@@ -2,9 +2,11 @@
 //! connector, with keep-alive pooling, a connect timeout and an optional cap on
 //! concurrent connections per upstream host.
 
+mod h1_pool;
 mod limit;
 mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -50,6 +52,9 @@ impl Default for ClientSettings {
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 pub struct UpstreamClient {
+    /// Plain-HTTP/1.1 upstreams: connections driven inline by the forwarding task.
+    h1: Arc<h1_pool::H1Pool>,
+    /// HTTPS (and HTTP/2 by ALPN) upstreams.
     inner: Client<Connector, ProxyBody>,
     limits: Option<HostLimits>,
     settings: ClientSettings,
@@ -82,7 +87,13 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .build(connector);
         let limits = settings.max_connections_per_host.map(HostLimits::new);
+        let h1 = h1_pool::H1Pool::new(
+            max_idle,
+            settings.keep_alive_timeout,
+            settings.connect_timeout,
+        );
         Self {
+            h1,
             inner,
             limits,
             settings,
@@ -125,7 +136,33 @@ impl UpstreamClient {
         slot: Option<ConnectionSlot>,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
-        let res = self.inner.request(req).await.map_err(classify)?;
+        let res = if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let authority = match req.uri().authority() {
+                Some(a) if a.port().is_some() => a.as_str().to_string(),
+                Some(a) => format!("{}:80", a.as_str()),
+                None => {
+                    return Err(GatewayError::new(
+                        ErrorCode::Internal,
+                        "upstream URI has no authority",
+                    ))
+                }
+            };
+            let mut req = req;
+            // HTTP/1 on the wire: the origin form, `/path?query`.
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+            *req.uri_mut() = origin;
+            self.h1.send(&authority, req).await?
+        } else {
+            self.inner
+                .request(req)
+                .await
+                .map_err(classify)?
+                .map(box_incoming)
+        };
         Ok(match slot {
             Some(slot) => res.map(|body| {
                 body.map_frame(move |frame| {
@@ -135,7 +172,7 @@ impl UpstreamClient {
                 .map_err(Into::into)
                 .boxed_unsync()
             }),
-            None => res.map(box_incoming),
+            None => res,
         })
     }
 }

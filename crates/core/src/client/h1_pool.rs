@@ -1,0 +1,248 @@
+//! A pool of plain-HTTP/1.1 upstream connections driven inline: the task that forwards a
+//! request also polls the upstream connection (while waiting for the response head, and
+//! while streaming the response body through `PooledBody`), so a proxied request costs
+//! no task spawns and no cross-task wake-ups. Idle connections wait in a per-host stack
+//! (most recently used first) and are checked before reuse: closed by the peer, or idle
+//! longer than `keepAliveTimeout`, they are dropped. A connection whose response body was
+//! not read to the end is closed, never reused.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::error::{ErrorCode, GatewayError};
+
+type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
+
+struct Upstream1 {
+    sender: SendRequest<ProxyBody>,
+    conn: Conn,
+}
+
+struct Idle {
+    link: Upstream1,
+    since: Instant,
+}
+
+pub(super) struct H1Pool {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    max_idle_per_host: usize,
+    keep_alive: Duration,
+    connect_timeout: Duration,
+}
+
+impl H1Pool {
+    pub(super) fn new(
+        max_idle_per_host: usize,
+        keep_alive: Duration,
+        connect_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(HashMap::new()),
+            max_idle_per_host,
+            keep_alive,
+            connect_timeout,
+        })
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to `authority` on a pooled or new
+    /// connection. A request that could not be written on a reused connection (it was
+    /// closed in the meantime) is sent again on a new one.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        authority: &str,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let mut req = req;
+        if let Some(link) = self.checkout(authority) {
+            match exchange(link, req).await {
+                Ok((res, link)) => return Ok(self.wrap(authority, res, link)),
+                Err((_, Some(unsent))) => req = unsent,
+                Err((err, None)) => return Err(protocol_error(err)),
+            }
+        }
+        let link = self.connect(authority).await?;
+        match exchange(link, req).await {
+            Ok((res, link)) => Ok(self.wrap(authority, res, link)),
+            Err((err, _)) => Err(protocol_error(err)),
+        }
+    }
+
+    fn wrap(
+        self: &Arc<Self>,
+        authority: &str,
+        res: Response<Incoming>,
+        link: Option<Upstream1>,
+    ) -> Response<ProxyBody> {
+        let pool = self.clone();
+        let authority = authority.to_string();
+        res.map(move |body| {
+            http_body_util::BodyExt::boxed_unsync(PooledBody {
+                body,
+                ended: false,
+                link,
+                pool: Some((pool, authority)),
+            })
+        })
+    }
+
+    fn checkout(&self, authority: &str) -> Option<Upstream1> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let stack = idle.get_mut(authority)?;
+        while let Some(Idle { mut link, since }) = stack.pop() {
+            if since.elapsed() < self.keep_alive && still_open(&mut link) {
+                return Some(link);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, authority: String, mut link: Upstream1) {
+        if !still_open(&mut link) || !link.sender.is_ready() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let stack = idle.entry(authority).or_default();
+        let keep_alive = self.keep_alive;
+        stack.retain(|i| i.since.elapsed() < keep_alive);
+        if stack.len() < self.max_idle_per_host {
+            stack.push(Idle {
+                link,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<Upstream1, GatewayError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let code = if e.kind() == std::io::ErrorKind::TimedOut {
+                        ErrorCode::UpstreamTimeout
+                    } else {
+                        ErrorCode::UpstreamConnect
+                    };
+                    return Err(
+                        GatewayError::new(code, "could not connect to the upstream").with_cause(e)
+                    );
+                }
+                Err(_) => {
+                    return Err(GatewayError::new(
+                        ErrorCode::UpstreamTimeout,
+                        "connecting to the upstream timed out",
+                    ))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol_error)?;
+        Ok(Upstream1 { sender, conn })
+    }
+}
+
+/// Polls an idle connection once, without a real waker: a peer that closed it (or a
+/// runtime that is gone) shows up as a finished connection.
+fn still_open(link: &mut Upstream1) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(&mut link.conn).poll(&mut cx) {
+        Poll::Pending => !link.sender.is_closed(),
+        Poll::Ready(_) => false,
+    }
+}
+
+fn protocol_error(err: hyper::Error) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamProtocol,
+        "the upstream connection failed before a response arrived",
+    )
+    .with_cause(err)
+}
+
+type Exchanged =
+    Result<(Response<Incoming>, Option<Upstream1>), (hyper::Error, Option<Request<ProxyBody>>)>;
+
+/// Sends one request and drives the connection until the response head arrives.
+async fn exchange(mut link: Upstream1, req: Request<ProxyBody>) -> Exchanged {
+    let mut response = std::pin::pin!(link.sender.try_send_request(req));
+    let mut link = Some(link);
+    std::future::poll_fn(move |cx| {
+        if let Some(l) = link.as_mut() {
+            if Pin::new(&mut l.conn).poll(cx).is_ready() {
+                // The connection is done (closed, or an error the response reports).
+                link = None;
+            }
+        }
+        match response.as_mut().poll(cx) {
+            Poll::Ready(Ok(res)) => Poll::Ready(Ok((res, link.take()))),
+            Poll::Ready(Err(mut e)) => {
+                let unsent = e.take_message();
+                Poll::Ready(Err((e.into_error(), unsent)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The upstream's response body; polling it also drives the connection. When the body
+/// has been read to the end the connection goes back to the pool; otherwise it closes.
+struct PooledBody {
+    body: Incoming,
+    ended: bool,
+    link: Option<Upstream1>,
+    pool: Option<(Arc<H1Pool>, String)>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(l) = self.link.as_mut() {
+            if Pin::new(&mut l.conn).poll(cx).is_ready() {
+                self.link = None;
+            }
+        }
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.ended = true;
+        }
+        frame.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if !(self.ended || self.body.is_end_stream()) {
+            return; // not read to the end: the connection closes with `link`
+        }
+        if let (Some(link), Some((pool, authority))) = (self.link.take(), self.pool.take()) {
+            pool.checkin(authority, link);
+        }
+    }
+}
