@@ -50,21 +50,31 @@ export class JSONResponse extends Response {
  */
 export class ForwardedResponse {
   readonly status: number
-  readonly headers: Headers
+  #flatHeaders: string[]
+  #headers: Headers | undefined
   #request: Request
 
   /** @internal */
   constructor(request: Request, head: ForwardedHead) {
     this.status = head.status
-    this.headers = new Headers()
-    for (let i = 0; i < head.headers.length; i += 2) {
-      try {
-        this.headers.append(head.headers[i], head.headers[i + 1])
-      } catch {
-        // shown as best it can be; the client gets the bytes as sent
-      }
-    }
+    this.#flatHeaders = head.headers
     this.#request = request
+  }
+
+  /** The upstream's response headers (built when first read). */
+  get headers(): Headers {
+    if (!this.#headers) {
+      const h = new Headers()
+      for (let i = 0; i < this.#flatHeaders.length; i += 2) {
+        try {
+          h.append(this.#flatHeaders[i], this.#flatHeaders[i + 1])
+        } catch {
+          // shown as best it can be; the client gets the bytes as sent
+        }
+      }
+      this.#headers = h
+    }
+    return this.#headers
   }
 
   /** @internal */
