@@ -21,6 +21,8 @@ pub struct Upstream {
     url: String,
     scheme: Scheme,
     authority: Authority,
+    /// `Host` for requests to this server, made once.
+    host_header: http::HeaderValue,
     /// A path every forwarded path is put under, without a trailing '/'. Often empty.
     base_path: String,
 }
@@ -54,10 +56,13 @@ impl Upstream {
             )));
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
+        let host_header = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| UpstreamUrlError(format!("upstream URL {url:?} has a bad host")))?;
         Ok(Self {
             url: url.to_string(),
             scheme,
             authority,
+            host_header,
             base_path,
         })
     }
@@ -73,6 +78,10 @@ impl Upstream {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    pub fn host_header(&self) -> &http::HeaderValue {
+        &self.host_header
     }
 
     pub fn base_path(&self) -> &str {

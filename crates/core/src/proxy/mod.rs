@@ -104,9 +104,7 @@ pub async fn send_upstream(
     set_forwarded(headers, conn, original_host.clone());
     let host = match (options.preserve_host, original_host) {
         (true, Some(h)) => h,
-        _ => HeaderValue::from_str(upstream.authority().as_str()).map_err(|e| {
-            GatewayError::new(ErrorCode::Internal, "bad upstream authority").with_cause(e)
-        })?,
+        _ => upstream.host_header().clone(),
     };
     headers.insert(header::HOST, host);
     for (name, value) in options.extra_headers {

@@ -8,6 +8,21 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
     pub peer_is_trusted: bool,
+    /// The peer's IP as a header value, made once per connection (X-Forwarded-For).
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, peer_is_trusted: bool) -> Self {
+        let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            tls,
+            peer_is_trusted,
+            peer_ip,
+        }
+    }
 }
 
 /// A list of addresses and CIDR blocks (`10.0.0.0/8`, `::1`).

@@ -131,11 +131,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = Arc::new(ConnInfo {
-            peer,
-            tls: false,
-            peer_is_trusted: trusted.contains(peer.ip()),
-        });
+        let conn_info = Arc::new(ConnInfo::new(peer, false, trusted.contains(peer.ip())));
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();

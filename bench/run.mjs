@@ -1,0 +1,478 @@
+#!/usr/bin/env node
+// `npm run bench`: proxies side by side against one fixed-response upstream, in one run,
+// with ratios (the machine is small and shared, so only same-run comparisons mean much).
+//
+// Layout on a 2-core box: core 0 = fixed upstream + load generator (+ this runner),
+// core 1 = the proxy under test, alone. See bench/README.md.
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, release, tmpdir, hostname } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import http from 'node:http'
+import { Procs, CLK_TCK, cpuTicksOf, which, coreTicks, cpuList } from './procs.mjs'
+import { findLoadGenerator } from './load.mjs'
+import { pathToFileURL } from 'node:url'
+import { TARGETS as BUILTIN_TARGETS } from './targets.mjs'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+// Extra rows without editing this file: BENCH_TARGETS_MODULE=/path/to/extra.mjs, a module
+// whose `TARGETS` (or default) export is an array of descriptors (see bench/targets.mjs).
+const TARGETS = [...BUILTIN_TARGETS]
+if (process.env.BENCH_TARGETS_MODULE) {
+  const mod = await import(pathToFileURL(process.env.BENCH_TARGETS_MODULE).href)
+  TARGETS.push(...(mod.TARGETS ?? mod.default ?? []))
+}
+const LOAD_CPUS = process.env.BENCH_LOAD_CPUS ?? '0'
+const PROXY_CPUS = process.env.BENCH_PROXY_CPUS ?? '1'
+
+const USAGE = `usage: node bench/run.mjs [options]   (npm run bench -- [options])
+  --duration <s>        measured seconds per target (env BENCH_DURATION, default 10)
+  --warmup <s>          warm-up seconds per target, not measured (env BENCH_WARMUP, default 2)
+  --connections <n>     concurrent connections (env BENCH_CONNECTIONS, default 64)
+  --only <a,b>          targets to run, of: ${TARGETS.map((t) => t.name).join(', ')} (env BENCH_ONLY)
+  --rounds <n>          repeat the whole set n times, order rotated; median reported (env BENCH_ROUNDS, default 1)
+  --loadgen <tool>      wrk | autocannon (env BENCH_LOADGEN; default wrk if installed)
+  --velithon-workers <n> Velithon workerThreads (env BENCH_VELITHON_WORKERS, default 1)
+  --upstream-threads <n> fixed upstream's tokio threads (env BENCH_UPSTREAM_THREADS, default 1)
+  --quiet-wait <s>      before each target, wait up to s seconds for both cores to be < 20% busy
+                        (other tenants); 0 disables (env BENCH_QUIET_WAIT, default 30)
+  --out <file>          JSON results (default bench/results/latest.json)`
+
+function seconds(name, v) {
+  const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(String(v).trim())
+  if (!m) throw new Error(`--${name} must be a number of seconds (e.g. 10 or 10s), got ${JSON.stringify(v)}`)
+  const s = Number(m[1]) * (m[2] === 'm' ? 60 : 1)
+  return Math.max(1, Math.round(s))
+}
+function count(name, v, max) {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(v)}`)
+  return n
+}
+
+function parseOptions() {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      only: { type: 'string' },
+      rounds: { type: 'string' },
+      loadgen: { type: 'string' },
+      'velithon-workers': { type: 'string' },
+      'upstream-threads': { type: 'string' },
+      out: { type: 'string' },
+      'quiet-wait': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const env = process.env
+  const opts = {
+    durationS: seconds('duration', values.duration ?? env.BENCH_DURATION ?? 10),
+    warmupS: Number(values.warmup ?? env.BENCH_WARMUP ?? 2) === 0 ? 0 : seconds('warmup', values.warmup ?? env.BENCH_WARMUP ?? 2),
+    connections: count('connections', values.connections ?? env.BENCH_CONNECTIONS ?? 64, 10_000),
+    rounds: count('rounds', values.rounds ?? env.BENCH_ROUNDS ?? 1, 20),
+    loadgen: values.loadgen ?? env.BENCH_LOADGEN,
+    velithonWorkers: count('velithon-workers', values['velithon-workers'] ?? env.BENCH_VELITHON_WORKERS ?? 1, 256),
+    upstreamThreads: count('upstream-threads', values['upstream-threads'] ?? env.BENCH_UPSTREAM_THREADS ?? 1, 256),
+    quietWaitS: Number(values['quiet-wait'] ?? env.BENCH_QUIET_WAIT ?? 30),
+    out: values.out ?? env.BENCH_OUT ?? join(root, 'bench', 'results', 'latest.json'),
+  }
+  if (!Number.isFinite(opts.quietWaitS) || opts.quietWaitS < 0) throw new Error('--quiet-wait must be a number of seconds >= 0')
+  if (opts.loadgen && !['wrk', 'autocannon'].includes(opts.loadgen)) throw new Error(`--loadgen must be wrk or autocannon, got ${JSON.stringify(opts.loadgen)}`)
+  const only = values.only ?? env.BENCH_ONLY
+  const names = TARGETS.map((t) => t.name)
+  opts.only = only ? only.split(',').map((s) => s.trim()).filter(Boolean) : names
+  for (const n of opts.only) if (!names.includes(n)) throw new Error(`--only: unknown target ${JSON.stringify(n)} (known: ${names.join(', ')})`)
+  return opts
+}
+
+// ---------------------------------------------------------------- environment
+
+function tryRun(cmd, args) {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
+  } catch (e) {
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || undefined
+  }
+}
+
+function newestMtime(dir) {
+  let newest = 0
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name)
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(p))
+    else newest = Math.max(newest, statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+function sha1(file) {
+  return createHash('sha1').update(readFileSync(file)).digest('hex')
+}
+
+/**
+ * Which cargo profile the addon at the package root came from: build-native.cjs copies
+ * target/<profile>/lib….so, so compare with both. Returns { file, size, mtime, sha1, profile }.
+ */
+function addonIdentity() {
+  const name = readdirSync(root).find((f) => /^velithon-gateway\..*\.node$/.test(f))
+  if (!name) return undefined
+  const file = join(root, name)
+  const st = statSync(file)
+  const id = { file: name, size: st.size, mtime: st.mtime.toISOString(), sha1: sha1(file), profile: 'unknown' }
+  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target')
+  const lib = process.platform === 'darwin' ? 'libvelithon_gateway.dylib' : 'libvelithon_gateway.so'
+  for (const profile of ['release', 'debug']) {
+    const built = join(targetDir, profile, lib)
+    if (existsSync(built) && statSync(built).size === st.size && sha1(built) === id.sha1) id.profile = profile
+  }
+  if (id.profile === 'unknown' && readFileSync(file).includes('.debug_info')) id.profile = 'debug?'
+  return id
+}
+
+/** true, or why the velithon target cannot run. Warns (does not rebuild) when stale. */
+function velithonReadiness(warnings, addonId) {
+  const addon = addonId?.file
+  if (!addon) return 'no native addon at the package root: run `node scripts/build-native.cjs && node scripts/build-ts.cjs`'
+  if (!existsSync(join(root, 'dist', 'esm', 'index.js'))) return 'dist/esm/index.js missing: run `node scripts/build-ts.cjs`'
+  if (addonId.profile.startsWith('debug') && !process.env.BENCH_ALLOW_DEBUG) {
+    return `${addon} is a DEBUG build (same bytes as target/debug): run \`node scripts/build-native.cjs\` (release), or set BENCH_ALLOW_DEBUG=1`
+  }
+  if (addonId.profile.startsWith('debug')) warnings.push(`${addon} is a DEBUG build: the velithon row is not representative`)
+  const addonTime = statSync(join(root, addon)).mtimeMs
+  const srcTime = Math.max(newestMtime(join(root, 'crates')), statSync(join(root, 'Cargo.toml')).mtimeMs)
+  if (srcTime > addonTime) warnings.push(`${addon} is older than crates/** — the velithon row measures a stale build (run \`node scripts/build-native.cjs\`)`)
+  if (newestMtime(join(root, 'ts')) > newestMtime(join(root, 'dist', 'esm'))) warnings.push('dist/ is older than ts/ (run `node scripts/build-ts.cjs`)')
+  return true
+}
+
+async function ensureUpstreamBinary(procs) {
+  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target')
+  const bin = join(targetDir, 'release', 'examples', 'fixed-upstream')
+  if (existsSync(bin)) return bin
+  const cargo = process.env.CARGO || 'cargo'
+  if (!which(cargo) && !existsSync(cargo)) throw new Error(`${bin} is missing and cargo was not found to build it`)
+  process.stderr.write(`bench: building the fixed upstream (cargo build --release --example fixed-upstream -p velithon-core)…\n`)
+  const rec = procs.spawn('cargo build', cargo, ['build', '--release', '--example', 'fixed-upstream', '-p', 'velithon-core'], { cwd: root })
+  rec.child.stderr.on('data', (d) => process.stderr.write(d))
+  let timer
+  const r = await Promise.race([rec.exit, new Promise((res) => (timer = setTimeout(() => res('timeout'), 30 * 60_000)))])
+  clearTimeout(timer)
+  if (r === 'timeout') {
+    await procs.kill(rec.pid)
+    throw new Error('cargo build of the fixed upstream took more than 30 minutes; killed')
+  }
+  if (r.code !== 0 || !existsSync(bin)) throw new Error(`cargo build of the fixed upstream failed (code ${r.code})`)
+  return bin
+}
+
+/** Pins this runner (all its threads) to the load-generator core. */
+function pinSelf() {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', LOAD_CPUS, String(process.pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Waits (up to maxS) until every core of the machine is < 20% busy over a 500 ms sample —
+ * i.e. other tenants are quiet. Returns { waitedS, busy } (busy: last sample, per core).
+ */
+async function waitQuiet(maxS) {
+  const all = cpus().map((_, i) => i)
+  const t0 = Date.now()
+  let busy = []
+  for (;;) {
+    const a = all.map((c) => coreTicks([c]))
+    await new Promise((r) => setTimeout(r, 500))
+    const b = all.map((c) => coreTicks([c]))
+    busy = all.map((_, i) => (b[i].total - a[i].total ? (b[i].busy - a[i].busy) / (b[i].total - a[i].total) : 0))
+    const waitedS = (Date.now() - t0) / 1000
+    if (busy.every((x) => x < 0.2) || waitedS >= maxS) return { waitedS, busy, quiet: busy.every((x) => x < 0.2) }
+  }
+}
+
+/** One GET with a fresh connection: { status, body }. */
+function get(url, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }))
+    })
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)))
+    req.on('error', reject)
+  })
+}
+
+// ---------------------------------------------------------------- formatting
+
+const fmtInt = (n) => Math.round(n).toLocaleString('en-US')
+const fmtUs = (us) => (us === undefined || Number.isNaN(us) ? '—' : us >= 10_000 ? `${(us / 1000).toFixed(1)} ms` : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`)
+const fmtRatio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '—')
+const fmtPct = (v) => (v === undefined || Number.isNaN(v) ? '—' : `${(v * 100).toFixed(0)}%`)
+const fmtCpu = (v) => (v === undefined || Number.isNaN(v) ? '—' : v.toFixed(1))
+
+function table(headers, rows, align) {
+  const lines = [`| ${headers.join(' | ')} |`, `|${align.map((a) => (a === 'r' ? '---:' : ':---')).join('|')}|`]
+  for (const r of rows) lines.push(`| ${r.join(' | ')} |`)
+  return lines.join('\n')
+}
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b)
+  return s[Math.floor((s.length - 1) / 2)]
+}
+
+// ---------------------------------------------------------------- main
+
+async function measure(ctx, target, loadgen, expectBody) {
+  const { options, procs } = ctx
+  const handle = await target.start(ctx)
+  try {
+    const url = new URL(target.path ?? '/', handle.url).href
+    if (new URL(url).hostname !== '127.0.0.1') throw new Error(`${target.name}: ${url} is not on 127.0.0.1`)
+    const probe = await get(url)
+    if (probe.status !== 200 || (expectBody !== undefined && probe.body !== expectBody)) {
+      throw new Error(`${target.name}: preflight GET ${url} answered ${probe.status} ${JSON.stringify(probe.body.slice(0, 200))}, expected 200 ${JSON.stringify(expectBody)}`)
+    }
+    const quiet = options.quietWaitS > 0 ? await waitQuiet(options.quietWaitS) : undefined
+    const run = { url, connections: options.connections, cpus: LOAD_CPUS }
+    if (options.warmupS > 0) await loadgen.run(procs, { ...run, durationS: options.warmupS })
+    const pids = handle.cpuPids()
+    const upBefore = cpuTicksOf([ctx.upstream.pid])
+    const coreBefore = coreTicks(cpuList(PROXY_CPUS))
+    const before = cpuTicksOf(pids)
+    const t0 = process.hrtime.bigint()
+    const r = await loadgen.run(procs, { ...run, durationS: options.durationS })
+    const after = cpuTicksOf(handle.cpuPids().filter((p) => pids.includes(p)))
+    const wallS = Number(process.hrtime.bigint() - t0) / 1e9
+    const coreAfter = coreTicks(cpuList(PROXY_CPUS))
+    const coreDelta = Object.fromEntries(Object.keys(coreAfter).map((k) => [k, coreAfter[k] - coreBefore[k]]))
+    const upAfter = cpuTicksOf([ctx.upstream.pid])
+    const cpuTicks = pids.length ? after - before : undefined
+    const cpuS = cpuTicks === undefined ? undefined : cpuTicks / CLK_TCK
+    const upCpuS = (upAfter - upBefore) / CLK_TCK
+    return {
+      target: target.name,
+      url,
+      proxyPids: pids,
+      ...r,
+      cpu: {
+        ticks: cpuTicks,
+        clkTck: CLK_TCK,
+        seconds: cpuS,
+        usPerRequest: cpuS === undefined ? undefined : (cpuS * 1e6) / r.requests,
+        coresUsed: cpuS === undefined ? undefined : cpuS / wallS,
+        windowS: wallS,
+      },
+      upstreamCpu: { seconds: upCpuS, usPerRequest: (upCpuS * 1e6) / r.requests },
+      // The proxy core(s) as a whole (/proc/stat): busy share; irq+softirq share (on this
+      // kernel charged to the running task too, i.e. mostly inside the proxy's stime); and
+      // busy time that was not the proxy process (other tenants, steal). High = noisy run.
+      proxyCore: {
+        ticks: coreDelta,
+        busy: coreDelta.total ? coreDelta.busy / coreDelta.total : undefined,
+        softirq: coreDelta.total ? (coreDelta.softirq + coreDelta.irq) / coreDelta.total : undefined,
+        othersBusy: coreDelta.total ? Math.max(0, coreDelta.busy - (cpuTicks ?? 0)) / coreDelta.total : undefined,
+      },
+      quietBefore: quiet,
+      info: handle.info,
+    }
+  } finally {
+    await target.stop(ctx, handle)
+  }
+}
+
+async function main() {
+  const options = parseOptions()
+  const procs = new Procs()
+  const warnings = []
+  const started = new Date()
+  const tmp = mkdtempSync(join(tmpdir(), 'velithon-bench-'))
+  procs.onCleanup(() => rmSync(tmp, { recursive: true, force: true }))
+  const selected = TARGETS.filter((t) => options.only.includes(t.name))
+  // Bounded: everything after the (possible) cargo build must finish within this budget.
+  const budgetS = options.rounds * selected.length * (options.warmupS + options.durationS + options.quietWaitS + 60) + 60
+  let watchdog
+  try {
+    const pinned = pinSelf()
+    const loadgen = findLoadGenerator({ root, prefer: options.loadgen, tmp })
+    if (!loadgen) {
+      console.error('bench: no load generator found. Install wrk (preferred): `apt-get install wrk` — or have autocannon installed.')
+      process.exitCode = 1
+      return
+    }
+    if (options.loadgen && loadgen.tool !== options.loadgen) warnings.push(`${options.loadgen} not found; using ${loadgen.tool}`)
+    const upstreamBin = await ensureUpstreamBinary(procs)
+    watchdog = setTimeout(() => {
+      console.error(`bench: took longer than its ${budgetS} s budget; stopping everything`)
+      procs
+        .killAll()
+        .then(() => rmSync(tmp, { recursive: true, force: true }))
+        .finally(() => process.exit(1))
+    }, budgetS * 1000)
+
+    const addonId = addonIdentity()
+    const velithonReady = velithonReadiness(warnings, addonId)
+    const up = procs.spawn('fixed-upstream', upstreamBin, ['0', String(options.upstreamThreads)], { cpus: LOAD_CPUS })
+    const [, upAddr] = await procs.waitFor(up, /listening on (127\.0\.0\.1:\d+)/)
+    const upstream = { url: `http://${upAddr}`, port: Number(upAddr.split(':')[1]), pid: up.pid, command: up.commandLine }
+    const expect = await get(`${upstream.url}/`)
+    const ctx = { root, procs, tmp, upstream, proxyCpus: PROXY_CPUS, loadCpus: LOAD_CPUS, options, velithonReady }
+
+    // ---- header
+    const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
+    const cmdline = [relative(root, process.argv[1]) === 'bench/run.mjs' ? 'node bench/run.mjs' : process.argv.slice(0, 2).join(' '), ...process.argv.slice(2)].join(' ')
+    const viaNpm = process.env.npm_lifecycle_event === 'bench'
+    const versions = {
+      node: process.version,
+      loadgen: loadgen.tool === 'wrk' ? tryRun(loadgen.bin, ['--version'])?.split('\n')[0] : `autocannon (${loadgen.bin})`,
+      nginx: selected.some((t) => t.name === 'nginx') ? tryRun(which('nginx', ['/usr/sbin/nginx']) ?? 'nginx', ['-v']) : undefined,
+    }
+    const header = [
+      `## velithon-gateway proxy benchmark — ${started.toISOString()}`,
+      '',
+      `command: \`${viaNpm ? `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}` : cmdline}\` (runs \`${cmdline}\`, cwd ${root})`,
+      `machine: ${hostname()}, ${cpus().length} × ${cpuModel}, Linux ${release()}, load average before ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${versions.node}; ${versions.loadgen}${versions.nginx ? `; ${versions.nginx}` : ''}`,
+      `layout: core ${LOAD_CPUS} = fixed upstream (${options.upstreamThreads} tokio thread${options.upstreamThreads > 1 ? 's' : ''}, pid ${up.pid}) + ${loadgen.tool} (1 thread) + this runner${pinned ? '' : ' (runner not pinned)'}; core ${PROXY_CPUS} = the proxy under test alone (taskset -c ${PROXY_CPUS})`,
+      `load: ${loadgen.tool}, ${options.connections} keep-alive connections, GET / (${Buffer.byteLength(expect.body)}-byte 200 body), ${options.warmupS} s warm-up + ${options.durationS} s measured per target, ${options.rounds} round${options.rounds > 1 ? 's (order rotated; median by req/s)' : ''}`,
+      `addon: ${addonId ? `${addonId.file} (${addonId.profile} build, ${(addonId.size / 1e6).toFixed(1)} MB, ${addonId.mtime}, sha1 ${addonId.sha1.slice(0, 12)})` : 'none'}`,
+      `CPU µs/req: utime+stime of the proxy process (all threads; nginx: master + worker) from /proc/<pid>/stat around the measured window, CLK_TCK ${CLK_TCK}; ratios are req/s ÷ the reference's req/s`,
+    ]
+    console.log(header.join('\n'))
+    for (const w of warnings) console.log(`warning: ${w}`)
+    const headerWarnings = warnings.length
+    console.log('')
+
+    // ---- runs
+    const runs = new Map(selected.map((t) => [t.name, []]))
+    const skipped = new Map()
+    for (let round = 0; round < options.rounds; round++) {
+      const order = selected.map((_, i) => selected[(i + round) % selected.length])
+      for (const target of order) {
+        const avail = target.available(ctx)
+        if (avail !== true) {
+          skipped.set(target.name, avail)
+          continue
+        }
+        process.stderr.write(`bench: round ${round + 1}/${options.rounds}: ${target.name}…`)
+        try {
+          const r = await measure(ctx, target, loadgen, expect.body)
+          runs.get(target.name).push(r)
+          process.stderr.write(` ${fmtInt(r.rps)} req/s${r.cpu.usPerRequest !== undefined ? `, ${fmtCpu(r.cpu.usPerRequest)} CPU µs/req` : ''}\n`)
+        } catch (e) {
+          process.stderr.write(' failed\n')
+          skipped.set(target.name, `failed: ${e.message.split('\n')[0]}`)
+          runs.get(target.name).push({ target: target.name, error: e.message })
+        }
+      }
+    }
+    const addonAfter = addonIdentity()
+    if (addonId && addonAfter?.sha1 !== addonId.sha1) warnings.push(`${addonId.file} changed during the run (someone rebuilt it): the velithon rows may mix builds`)
+    if (up.exited) warnings.push(`the fixed upstream exited during the run (code ${up.code})`)
+
+    // ---- summary
+    const summary = new Map()
+    for (const [name, list] of runs) {
+      const ok = list.filter((r) => !r.error)
+      if (ok.length === 0) continue
+      const med = median(ok.map((r) => r.rps))
+      summary.set(name, ok.find((r) => r.rps === med))
+    }
+    const ref = (n) => summary.get(n)?.rps
+    const rows = []
+    for (const t of selected) {
+      const s = summary.get(t.name)
+      if (!s) {
+        rows.push([t.name, '—', '—', '—', '—', '—', '—', '—', '—'].map((c, i) => (i === 1 ? `skipped: ${skipped.get(t.name) ?? 'no result'}` : c)))
+        continue
+      }
+      const e = s.errors
+      const parts = Object.entries(e).filter(([k, v]) => k !== 'total' && v > 0).map(([k, v]) => `${k} ${v}`)
+      rows.push([
+        t.name,
+        fmtInt(s.rps),
+        fmtUs(s.latencyUs.p50),
+        fmtUs(s.latencyUs.p99),
+        e.total ? `${e.total} (${parts.join(', ')})` : '0',
+        fmtCpu(s.cpu.usPerRequest),
+        fmtRatio(s.rps, ref('direct')),
+        fmtRatio(s.rps, ref('http-proxy')),
+        fmtRatio(s.rps, ref('nginx')),
+      ])
+    }
+    console.log(table(['target', 'req/s', 'p50', 'p99', 'errors', 'CPU µs/req', 'vs direct', 'vs http-proxy', 'vs nginx'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
+    console.log('')
+    const details = []
+    for (const t of selected) {
+      const s = summary.get(t.name)
+      if (!s) continue
+      const ng = summary.get('nginx')?.cpu.usPerRequest
+      details.push([
+        t.name,
+        s.cpu.coresUsed === undefined ? '—' : s.cpu.coresUsed.toFixed(2),
+        ng && s.cpu.usPerRequest !== undefined ? `${(s.cpu.usPerRequest / ng).toFixed(2)}×` : '—',
+        fmtCpu(s.upstreamCpu.usPerRequest),
+        fmtPct(s.proxyCore.busy),
+        fmtPct(s.proxyCore.softirq),
+        fmtPct(s.proxyCore.othersBusy),
+        fmtInt(s.requests),
+        fmtUs(s.latencyUs.p90),
+        fmtUs(s.latencyUs.max),
+      ])
+    }
+    if (details.length) console.log(table(['target', 'proxy cores used', 'CPU/req vs nginx', 'upstream CPU µs/req', `core ${PROXY_CPUS} busy`, 'irq+softirq', 'not the proxy', 'requests', 'p90', 'max'], details, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
+    if (loadgen.statusNote) console.log(`\nerrors: ${loadgen.statusNote}; socket errors and timeouts are counted too.`)
+    for (const t of selected) if (t.describe) console.log(`- ${t.name}: ${t.describe}`)
+    for (const [name, list] of runs) {
+      for (const r of list) {
+        if (r.error) continue
+        if (r.proxyCore?.othersBusy > 0.1) warnings.push(`noisy: during ${name}, other processes used ${fmtPct(r.proxyCore.othersBusy)} of core ${PROXY_CPUS} — compare with care, or rerun (--rounds 3)`)
+        if (r.quietBefore && !r.quietBefore.quiet) warnings.push(`noisy: before ${name} the machine was still busy after ${r.quietBefore.waitedS.toFixed(0)} s (cores ${r.quietBefore.busy.map(fmtPct).join(' / ')})`)
+      }
+    }
+    for (const w of warnings.slice(headerWarnings)) console.log(`warning: ${w}`)
+
+    // ---- JSON
+    const results = {
+      date: started.toISOString(),
+      command: cmdline,
+      viaNpm,
+      cwd: root,
+      machine: { hostname: hostname(), cpus: cpus().length, cpuModel, kernel: release(), loadavgBefore: loadavg(), clkTck: CLK_TCK },
+      layout: { loadCpus: LOAD_CPUS, proxyCpus: PROXY_CPUS, upstream: upstream.command, runnerPinned: pinned },
+      versions,
+      addon: addonId,
+      options,
+      loadgen: loadgen.tool,
+      targets: selected.map((t) => ({ name: t.name, describe: t.describe, path: t.path, skipped: skipped.get(t.name), summary: summary.get(t.name), runs: runs.get(t.name) })),
+      warnings,
+    }
+    mkdirSync(dirname(options.out), { recursive: true })
+    writeFileSync(options.out, `${JSON.stringify(results, null, 2)}\n`)
+    console.log(`\nraw results: ${relative(process.cwd(), options.out) || options.out}`)
+    if ([...runs.values()].some((l) => l.some((r) => r.error))) process.exitCode = 1
+  } finally {
+    clearTimeout(watchdog)
+    await procs.killAll()
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench: ${e.stack ?? e}`)
+  process.exitCode = 1
+})
