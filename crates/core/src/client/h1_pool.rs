@@ -2,11 +2,11 @@
 //! request also polls the upstream connection (while waiting for the response head, and
 //! while streaming the response body through `PooledBody`), so a proxied request costs
 //! no task spawns and no cross-task wake-ups. Idle connections wait in a per-host stack
-//! (most recently used first) and are checked before reuse: closed by the peer, or idle
+//! (most recently used first; the longest idle are pruned from the other end) and are checked before reuse: closed by the peer, or idle
 //! longer than `keepAliveTimeout`, they are dropped. A connection whose response body was
 //! not read to the end is closed, never reused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,8 @@ struct Idle {
 }
 
 pub(super) struct H1Pool {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// Per host: oldest at the front, most recently used at the back.
+    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
     max_idle_per_host: usize,
     keep_alive: Duration,
     connect_timeout: Duration,
@@ -100,8 +101,9 @@ impl H1Pool {
     fn checkout(&self, authority: &str) -> Option<Upstream1> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let stack = idle.get_mut(authority)?;
-        while let Some(Idle { mut link, since }) = stack.pop() {
-            if since.elapsed() < self.keep_alive && still_open(&mut link) {
+        let now = Instant::now();
+        while let Some(Idle { mut link, since }) = stack.pop_back() {
+            if now.duration_since(since) < self.keep_alive && still_open(&mut link) {
                 return Some(link);
             }
         }
@@ -114,13 +116,16 @@ impl H1Pool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let stack = idle.entry(authority).or_default();
-        let keep_alive = self.keep_alive;
-        stack.retain(|i| i.since.elapsed() < keep_alive);
+        let now = Instant::now();
+        // The oldest wait at the front: drop those idle for longer than keepAliveTimeout.
+        while stack
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.keep_alive)
+        {
+            stack.pop_front();
+        }
         if stack.len() < self.max_idle_per_host {
-            stack.push(Idle {
-                link,
-                since: Instant::now(),
-            });
+            stack.push_back(Idle { link, since: now });
         }
     }
 
