@@ -95,6 +95,10 @@ http {
             proxy_pass http://fixed_upstream;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What the gateway sends too, so both do the same work per request.
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
         }
     }
 }
@@ -136,7 +140,7 @@ export const TARGETS = [
   },
   {
     name: 'nginx',
-    describe: 'nginx, worker_processes 1, upstream keepalive 64, HTTP/1.1 to upstream',
+    describe: 'nginx, worker_processes 1, upstream keepalive 64, HTTP/1.1 to upstream, X-Forwarded-For/-Proto/-Host set as the gateway does',
     path: '/',
     available() {
       return nginxBin() ? true : 'no nginx binary in PATH or /usr/sbin (apt-get install nginx)'
