@@ -129,6 +129,30 @@ export const TARGETS = [
     stop: stopPids,
   },
   {
+    name: 'velithon-js',
+    describe: 'Velithon, workerThreads: 1, a JS handler returning gateway.forwardRequest(request) (one JS call per request)',
+    path: '/',
+    available(ctx) {
+      return ctx.velithonReady === true ? true : ctx.velithonReady
+    },
+    async start(ctx) {
+      return startNodeTarget(ctx, 'velithon-js', 'velithon-js.mjs', [ctx.upstream.url, 'handler', String(ctx.options.velithonWorkers)])
+    },
+    stop: stopPids,
+  },
+  {
+    name: 'velithon-strategy',
+    describe: 'Velithon, workerThreads: 1, a pure route whose LoadBalancer has a custom JS strategy (bridge call per request)',
+    path: '/',
+    available(ctx) {
+      return ctx.velithonReady === true ? true : ctx.velithonReady
+    },
+    async start(ctx) {
+      return startNodeTarget(ctx, 'velithon-strategy', 'velithon-js.mjs', [ctx.upstream.url, 'strategy', String(ctx.options.velithonWorkers)])
+    },
+    stop: stopPids,
+  },
+  {
     name: 'http-proxy',
     describe: 'node http-proxy 1.18.1, keep-alive http.Agent (maxSockets 128)',
     path: '/',
