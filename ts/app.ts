@@ -2,7 +2,8 @@ import { isIP } from 'node:net'
 import { ConfigError, callHook, nativeAsync, native } from './errors'
 import { Request } from './http/request'
 import { errorReply, toReply } from './http/response'
-import { nativeBinding, type Dispatcher, type NativeApp } from './native'
+import { HandlerBridge } from './bridge'
+import { nativeBinding, type Dispatch, type HandlerReply, type NativeApp } from './native'
 import { duration, knownKeys, methods, object, positiveInt, routePattern, show, type Duration } from './options'
 import { GatewayRouter, type RouteDefinition } from './router'
 
@@ -214,7 +215,10 @@ export class Velithon {
         handlers.push(route.handler)
       }
     }
-    if (handlers.length > 0) app.setDispatcher(this.#dispatcher(handlers))
+    if (handlers.length > 0) {
+      const bridge = new HandlerBridge(app)
+      native(() => app.setHandlers(this.#dispatcher(handlers, bridge), bridge.complete))
+    }
     this.#native = app
     const bound = await nativeAsync(() => app.listen(host, port))
     // The listener lives in Rust, invisible to Node's event loop: a referenced timer
@@ -256,19 +260,47 @@ export class Velithon {
     await this.close()
   }
 
-  /** The one JS function the data plane calls for every handler route. */
-  #dispatcher(handlers: Handler[]): Dispatcher {
+  /**
+   * The one JS function the data plane calls for every handler route. It never throws
+   * and always answers the token: with the handler's reply, or an error reply.
+   */
+  #dispatcher(handlers: Handler[], bridge: HandlerBridge): Dispatch {
     const onError = this.#onError
-    return async (routeId, head, nativeRequest) => {
-      const request = new Request(head, nativeRequest)
-      try {
-        return toReply(await handlers[routeId](request), request)
-      } catch (err) {
+    return (token, routeId, requestId, head) => {
+      const request = new Request(head, bridge, requestId)
+      const answer = (reply: HandlerReply) => {
+        try {
+          bridge.respond(token, reply)
+        } catch {
+          // the client went away or the data plane stopped: nothing is waiting
+        }
+      }
+      const fail = (err: unknown) => {
         const reply = errorReply(err)
         if (reply.status >= 500 && reply.status !== 502 && reply.status !== 503 && reply.status !== 504) {
           callHook(onError, err, request)
         }
-        return reply
+        answer(reply)
+      }
+      const succeed = (result: unknown) => {
+        let reply: HandlerReply
+        try {
+          reply = toReply(result, request)
+        } catch (err) {
+          fail(err)
+          return
+        }
+        answer(reply)
+      }
+      try {
+        const result = handlers[routeId](request)
+        if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
+          ;(result as PromiseLike<unknown>).then(succeed, fail)
+        } else {
+          succeed(result)
+        }
+      } catch (err) {
+        fail(err)
       }
     }
   }

@@ -14,7 +14,7 @@ import {
   type Duration,
 } from './options'
 import { GatewayRouter, type RouteDefinition } from './router'
-import { native, nativeAsync } from './errors'
+import { native } from './errors'
 import { Request } from './http/request'
 import { ForwardedResponse } from './http/response'
 import { headerRecord } from './load-balancer'
@@ -203,7 +203,8 @@ export async function forwardWith(
     additionalHeaders,
     preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
   }
-  const head = await nativeAsync(() => Request.nativeOf(request).forward(balancer, client, nativeOptions))
+  const { bridge, id } = Request.handleOf(request)
+  const head = await bridge.forward(id, balancer, client, nativeOptions)
   return new ForwardedResponse(request, head)
 }
 

@@ -36,7 +36,7 @@ function serverList(value: unknown): string[] {
 export class LoadBalancer {
   readonly strategy: LoadBalancingStrategy
   #native: NativeLoadBalancer
-  #select: ((servers: string[], ctx: RequestContext) => Promise<string>) | undefined
+  #select: Select | undefined
 
   constructor(options: LoadBalancerOptions) {
     const opts = object(OWNER, options)
@@ -57,20 +57,22 @@ export class LoadBalancer {
     const { NativeLoadBalancer } = nativeBinding()
     this.#native = native(() => new NativeLoadBalancer(servers, strategy.nativeKind ?? 'round_robin'))
     if (strategy.nativeKind === undefined) {
-      this.#select = userSelector(strategy, timeoutMs, (opts.onError as ((e: unknown) => void) | undefined) ?? defaultReport)
-      const select = this.#select
-      // From pure routes: the data plane asks through the callback bridge, with a little
-      // more time than the wrapper's own timeout (which answers '' first).
+      const select = userSelector(strategy, timeoutMs, (opts.onError as ((e: unknown) => void) | undefined) ?? defaultReport)
+      this.#select = select
+      const lb = this.#native
+      // From pure routes: the data plane asks through the callback bridge and waits a
+      // little longer than the wrapper's own timeout (which answers '' first).
       native(() =>
-        this.#native.setSelector(
-          (servers: string[], ctx) => select(servers, {
+        lb.setSelector((token, servers, ctx) => {
+          const answer = select(servers, {
             method: ctx.method,
             path: ctx.path,
             headers: headerRecord(ctx.headers),
             client: { address: ctx.clientAddress, port: ctx.clientPort },
-          }),
-          timeoutMs + 500,
-        ),
+          })
+          if (typeof answer === 'string') lb.completeSelect(token, answer)
+          else void answer.then((url) => lb.completeSelect(token, url))
+        }, timeoutMs + 500),
       )
     }
   }
@@ -100,7 +102,7 @@ export class LoadBalancer {
   }
 
   /** @internal The JS strategy's pick for `forwardRequest` ('' = fall back), if it has one. */
-  static selectorOf(lb: LoadBalancer): ((servers: string[], ctx: RequestContext) => Promise<string>) | undefined {
+  static selectorOf(lb: LoadBalancer): Select | undefined {
     return lb.#select
   }
 }
@@ -109,38 +111,48 @@ function defaultReport(error: unknown): void {
   console.error('velithon-gateway: a custom load-balancing strategy failed; using round robin:', error)
 }
 
-/** Wraps a user's `selectServer`: sync or async, bounded in time, validated; '' = fall back. */
-function userSelector(
-  strategy: LoadBalancingStrategy,
-  timeoutMs: number,
-  onError: (error: unknown) => void,
-): (servers: string[], ctx: RequestContext) => Promise<string> {
+/** A strategy's pick: a server URL, or '' to fall back. Never throws or rejects. */
+type Select = (servers: string[], ctx: RequestContext) => string | Promise<string>
+
+/**
+ * Wraps a user's `selectServer`: sync answers are checked at once (no timer); async ones
+ * race `strategyTimeout`. A throw, a rejection, a timeout or a server not in the list
+ * give '' (fall back) and are reported once.
+ */
+function userSelector(strategy: LoadBalancingStrategy, timeoutMs: number, onError: (error: unknown) => void): Select {
   let reported = false
   const report = (error: unknown) => {
     if (reported) return
     reported = true
     callHook(onError, error)
   }
-  return async (servers, ctx) => {
-    let timer: NodeJS.Timeout | undefined
-    try {
-      const answer = await Promise.race([
-        Promise.resolve().then(() => strategy.selectServer(servers, ctx)),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new VelithonError(ErrorCodes.CALLBACK_TIMEOUT, `selectServer did not answer within ${timeoutMs} ms`)),
-            timeoutMs,
-          )
-        }),
-      ])
-      if (typeof answer === 'string' && servers.includes(answer)) return answer
-      report(new VelithonError(ErrorCodes.CALLBACK_FAILED, `selectServer returned ${show(answer)}, which is not one of the servers`))
-    } catch (err) {
-      report(err)
-    } finally {
-      clearTimeout(timer)
-    }
+  const check = (servers: string[], answer: unknown): string => {
+    if (typeof answer === 'string' && servers.includes(answer)) return answer
+    report(new VelithonError(ErrorCodes.CALLBACK_FAILED, `selectServer returned ${show(answer)}, which is not one of the servers`))
     return ''
+  }
+  const failed = (error: unknown): string => {
+    report(error)
+    return ''
+  }
+  return (servers, ctx) => {
+    let answer: unknown
+    try {
+      answer = strategy.selectServer(servers, ctx)
+    } catch (err) {
+      return failed(err)
+    }
+    if (!answer || typeof (answer as PromiseLike<unknown>).then !== 'function') return check(servers, answer)
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new VelithonError(ErrorCodes.CALLBACK_TIMEOUT, `selectServer did not answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      )
+    })
+    return Promise.race([answer as PromiseLike<unknown>, late])
+      .then((a) => check(servers, a), failed)
+      .finally(() => clearTimeout(timer))
   }
 }
 

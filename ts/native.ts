@@ -21,6 +21,12 @@ export interface NativeAppOptions {
   maxBodySize: number
 }
 
+export interface NativeProxyRouteOptions {
+  stripPath: boolean
+  preserveHost: boolean
+  timeoutMs: number
+}
+
 /** The request head handed to the dispatcher; headers and params are flat pairs. */
 export interface RequestHead {
   method: string
@@ -41,11 +47,6 @@ export interface HandlerReply {
   forwarded: boolean
 }
 
-export interface ForwardedHead {
-  status: number
-  headers: string[]
-}
-
 export interface NativeForwardOptions {
   server?: string
   timeoutMs: number
@@ -53,18 +54,17 @@ export interface NativeForwardOptions {
   preserveHost: boolean
 }
 
-export interface NativeRequest {
-  readBody(): Promise<Buffer>
-  forward(balancer: NativeLoadBalancer, client: NativeClient, options: NativeForwardOptions): Promise<ForwardedHead>
+/** The result of `readBody` (body) or `forward` (status, headers), or `error` as `VG_CODE: message`. */
+export interface Completion {
+  ok: boolean
+  status: number
+  headers: string[]
+  body?: Buffer
+  error: string
 }
 
-export type Dispatcher = (routeId: number, head: RequestHead, request: NativeRequest) => Promise<HandlerReply>
-
-export interface NativeProxyRouteOptions {
-  stripPath: boolean
-  preserveHost: boolean
-  timeoutMs: number
-}
+export type Dispatch = (token: number, routeId: number, requestId: number, head: RequestHead) => void
+export type Complete = (token: number, completion: Completion) => void
 
 export interface SelectContext {
   method: string
@@ -77,7 +77,8 @@ export interface SelectContext {
 export interface NativeLoadBalancer {
   setServers(servers: string[]): void
   servers(): string[]
-  setSelector(select: (servers: string[], ctx: SelectContext) => Promise<string>, timeoutMs: number): void
+  setSelector(select: (token: number, servers: string[], ctx: SelectContext) => void, timeoutMs: number): void
+  completeSelect(token: number, url: string): boolean
   fallbackCount(): number
 }
 
@@ -94,7 +95,16 @@ export interface NativeApp {
     options: NativeProxyRouteOptions,
   ): void
   addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
-  setDispatcher(dispatcher: Dispatcher): void
+  setHandlers(dispatch: Dispatch, complete: Complete): void
+  respond(token: number, reply: HandlerReply): boolean
+  readBody(requestId: number, token: number): void
+  forward(
+    requestId: number,
+    token: number,
+    balancer: NativeLoadBalancer,
+    client: NativeClient,
+    options: NativeForwardOptions,
+  ): void
   listen(host: string, port: number): Promise<{ host: string; port: number }>
   close(graceMs: number): Promise<void>
 }
@@ -112,7 +122,6 @@ export function nativeBinding(): NativeBinding {
   if (!binding) {
     try {
       // dist/cjs/native.js → ../../binding.cjs at the package root.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       binding = require(join(__dirname, '..', '..', 'binding.cjs')) as NativeBinding
     } catch (err) {
       throw fromNative(err)

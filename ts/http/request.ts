@@ -1,5 +1,6 @@
-import { ErrorCodes, VelithonError, nativeAsync } from '../errors'
-import type { NativeRequest, RequestHead } from '../native'
+import { ErrorCodes, VelithonError } from '../errors'
+import type { HandlerBridge } from '../bridge'
+import type { RequestHead } from '../native'
 
 /** The client end of a request: its address and port. */
 export interface ClientAddress {
@@ -25,14 +26,15 @@ export class Request {
   readonly client: ClientAddress
   /** A place for handlers to leave facts for later steps (a custom strategy sees them). */
   context: Record<string, unknown> = {}
-  #native: NativeRequest
+  #bridge: HandlerBridge
+  #id: number
   #flatHeaders: string[]
   #headers: Headers | undefined
   #query: URLSearchParams | undefined
   #body: Promise<Buffer> | undefined
 
   /** @internal */
-  constructor(head: RequestHead, native: NativeRequest) {
+  constructor(head: RequestHead, bridge: HandlerBridge, id: number) {
     this.method = head.method
     this.url = head.url
     this.path = head.path
@@ -43,7 +45,8 @@ export class Request {
     for (let i = 0; i < head.params.length; i += 2) params[head.params[i]] = decode(head.params[i + 1])
     this.pathParams = params
     this.#flatHeaders = head.headers
-    this.#native = native
+    this.#bridge = bridge
+    this.#id = id
   }
 
   /** The request headers (case-insensitive `get`, `getSetCookie`, …). */
@@ -75,7 +78,7 @@ export class Request {
 
   /** The whole body. Reading it is fine before `forwardRequest`: the same bytes are sent. */
   body(): Promise<Buffer> {
-    return (this.#body ??= nativeAsync(() => this.#native.readBody()))
+    return (this.#body ??= this.#bridge.readBody(this.#id))
   }
 
   async text(): Promise<string> {
@@ -93,8 +96,8 @@ export class Request {
   }
 
   /** @internal */
-  static nativeOf(request: Request): NativeRequest {
-    return request.#native
+  static handleOf(request: Request): { bridge: HandlerBridge; id: number } {
+    return { bridge: request.#bridge, id: request.#id }
   }
 }
 

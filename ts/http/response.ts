@@ -1,5 +1,5 @@
 import { ConfigError, ErrorCodes, VelithonError, statusOf } from '../errors'
-import type { ForwardedHead, HandlerReply } from '../native'
+import type { Completion, HandlerReply } from '../native'
 import { show } from '../options'
 import type { Request } from './request'
 
@@ -55,7 +55,7 @@ export class ForwardedResponse {
   #request: Request
 
   /** @internal */
-  constructor(request: Request, head: ForwardedHead) {
+  constructor(request: Request, head: Pick<Completion, 'status' | 'headers'>) {
     this.status = head.status
     this.#flatHeaders = head.headers
     this.#request = request

@@ -3,7 +3,7 @@
 //! never waits on the data plane.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::Method;
 use napi_derive::napi;
@@ -12,14 +12,16 @@ use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
 use velithon_core::server::{App, RouteAction, RunningServer, ServerSettings};
 
-use napi::bindgen_prelude::{Function, Promise};
+use napi::bindgen_prelude::{Function, Unknown};
 
 use crate::balancer::NativeLoadBalancer;
-use crate::callback::JsCallback;
+use crate::callback::{JsCallback, Registry};
 use crate::client::{millis, NativeClient};
 use crate::data_plane::DataPlane;
 use crate::errors::{coded, invalid, to_napi};
-use crate::handler::{DispatchArgs, Dispatcher, HandlerReply, JsRouteHandler};
+use crate::handler::{
+    CompleteArgs, DispatchArgs, HandlerBridge, HandlerReply, JsForwardOptions, JsRouteHandler,
+};
 
 #[napi(object)]
 pub struct AppOptions {
@@ -67,7 +69,7 @@ pub struct NativeApp {
     max_body_size: usize,
     /// Routes as added; `None` once the app listens.
     routes: Mutex<Option<Vec<PendingRoute>>>,
-    dispatcher: Mutex<Option<Arc<Dispatcher>>>,
+    handlers: OnceLock<Arc<HandlerBridge>>,
     running: Arc<Mutex<Option<Running>>>,
 }
 
@@ -93,21 +95,69 @@ impl NativeApp {
             handler_timeout: millis(options.handler_timeout_ms),
             max_body_size: options.max_body_size as usize,
             routes: Mutex::new(Some(Vec::new())),
-            dispatcher: Mutex::new(None),
+            handlers: OnceLock::new(),
             running: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Sets the JS function that runs handler routes: `(routeId, head, request) =>
-    /// Promise<HandlerReply>`. Called on the JS thread; requests reach it through the
-    /// callback bridge.
+    /// Sets the JS side of handler routes: `dispatch(token, routeId, requestId, head)`
+    /// runs a handler (answered with `respond`), `complete(token, completion)` receives
+    /// the results of `readBody` and `forward`. Called on the JS thread, once.
     #[napi(catch_unwind)]
-    pub fn set_dispatcher(
+    pub fn set_handlers(
         &self,
-        dispatcher: Function<'_, DispatchArgs, Promise<HandlerReply>>,
+        dispatch: Function<'_, DispatchArgs, Unknown<'static>>,
+        complete: Function<'_, CompleteArgs, Unknown<'static>>,
     ) -> napi::Result<()> {
-        let callback = JsCallback::new(dispatcher, "route handler", self.handler_timeout)?;
-        *lock(&self.dispatcher) = Some(Arc::new(callback));
+        let completer = complete
+            .build_threadsafe_function::<CompleteArgs>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let bridge = HandlerBridge {
+            dispatcher: JsCallback::new(dispatch, "route handler", self.handler_timeout)?,
+            completer,
+            requests: Registry::default(),
+        };
+        self.handlers
+            .set(Arc::new(bridge))
+            .map_err(|_| invalid("the handlers are already set"))
+    }
+
+    /// A handler's answer to the dispatch `token`. False when nobody waits any more.
+    #[napi(catch_unwind)]
+    pub fn respond(&self, token: u32, reply: HandlerReply) -> bool {
+        self.handlers
+            .get()
+            .is_some_and(|b| b.dispatcher.complete(token, Ok(reply)))
+    }
+
+    /// Reads request `request_id`'s body; the result reaches `complete(token, …)`.
+    #[napi(catch_unwind)]
+    pub fn read_body(&self, request_id: u32, token: u32) -> napi::Result<()> {
+        let (bridge, state) = self.request(request_id)?;
+        state.start_read_body(move |done| bridge.complete(token, done));
+        Ok(())
+    }
+
+    /// Forwards request `request_id` to one of `balancer`'s servers through `client`;
+    /// the response head (or the error) reaches `complete(token, …)`.
+    #[napi(catch_unwind)]
+    pub fn forward(
+        &self,
+        request_id: u32,
+        token: u32,
+        balancer: &NativeLoadBalancer,
+        client: &NativeClient,
+        options: JsForwardOptions,
+    ) -> napi::Result<()> {
+        let (bridge, state) = self.request(request_id)?;
+        state.start_forward(
+            balancer.inner.clone(),
+            client.inner.clone(),
+            options,
+            move |done| bridge.complete(token, done),
+        );
         Ok(())
     }
 
@@ -162,18 +212,18 @@ impl NativeApp {
                 &format!("cannot start the data plane: {e}"),
             )
         })?;
-        let dispatcher = lock(&self.dispatcher).clone();
+        let handlers = self.handlers.get().cloned();
         let mut router = Router::new();
         for (pattern, methods, spec) in specs {
             let action = match spec {
                 RouteSpec::Proxy(route) => RouteAction::Proxy(route),
                 RouteSpec::Handler { route_id } => {
-                    let dispatcher = dispatcher.clone().ok_or_else(|| {
-                        coded(ErrorCode::Internal, "handler routes need a dispatcher")
+                    let bridge = handlers.clone().ok_or_else(|| {
+                        coded(ErrorCode::Internal, "handler routes need setHandlers()")
                     })?;
                     RouteAction::Handler(Arc::new(JsRouteHandler {
                         route_id,
-                        dispatcher,
+                        bridge,
                         runtime: runtime.handle().clone(),
                         max_body_size: self.max_body_size,
                     }))
@@ -229,6 +279,24 @@ impl NativeApp {
 }
 
 impl NativeApp {
+    fn request(
+        &self,
+        request_id: u32,
+    ) -> napi::Result<(Arc<HandlerBridge>, Arc<crate::handler::RequestState>)> {
+        let bridge = self
+            .handlers
+            .get()
+            .cloned()
+            .ok_or_else(|| coded(ErrorCode::Internal, "no handler routes"))?;
+        let state = bridge.requests.get(request_id).ok_or_else(|| {
+            coded(
+                ErrorCode::BadRequest,
+                "this request has already been answered (or its client went away)",
+            )
+        })?;
+        Ok((bridge, state))
+    }
+
     fn add_route(
         &self,
         pattern: String,

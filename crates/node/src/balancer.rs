@@ -2,18 +2,19 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Function, Promise};
+use napi::bindgen_prelude::{Function, Unknown};
 use napi_derive::napi;
 use velithon_core::balancer::{LoadBalancer, RoundRobin, Strategy};
 
 use crate::callback::JsCallback;
 use crate::client::millis;
 use crate::errors::invalid;
-use crate::selector::{JsSelector, SelectArgs};
+use crate::selector::{JsSelector, SelectArgs, SelectCallback};
 
 #[napi]
 pub struct NativeLoadBalancer {
     pub(crate) inner: Arc<LoadBalancer>,
+    selector: Option<Arc<SelectCallback>>,
 }
 
 fn strategy_named(name: &str) -> napi::Result<Box<dyn Strategy>> {
@@ -33,6 +34,7 @@ impl NativeLoadBalancer {
             .map_err(|e| invalid(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(inner),
+            selector: None,
         })
     }
 
@@ -44,23 +46,34 @@ impl NativeLoadBalancer {
             .map_err(|e| invalid(e.to_string()))
     }
 
-    /// Installs a user strategy: `(servers, context) => Promise<string>` ('' = fall back).
+    /// Installs a user strategy: `(token, servers, context) => void`; JS answers with
+    /// `completeSelect(token, url)` ('' = fall back).
     #[napi(catch_unwind)]
     pub fn set_selector(
-        &self,
-        select: Function<'_, SelectArgs, Promise<String>>,
+        &mut self,
+        select: Function<'_, SelectArgs, Unknown<'static>>,
         timeout_ms: f64,
     ) -> napi::Result<()> {
-        let callback = JsCallback::new(select, "selectServer", millis(timeout_ms))?;
-        if self.inner.set_selector(Arc::new(JsSelector {
-            callback: Arc::new(callback),
-        })) {
-            Ok(())
-        } else {
-            Err(invalid(
+        let callback = Arc::new(JsCallback::new(select, "selectServer", millis(timeout_ms))?);
+        let installed = self.inner.set_selector(Arc::new(JsSelector {
+            callback: callback.clone(),
+        }));
+        if !installed {
+            return Err(invalid(
                 "this load balancer already has a strategy function",
-            ))
+            ));
         }
+        self.selector = Some(callback);
+        Ok(())
+    }
+
+    /// The strategy's answer to `token`: a server URL, or '' to fall back. False when
+    /// nobody waits for it any more (it came after the timeout).
+    #[napi(catch_unwind)]
+    pub fn complete_select(&self, token: u32, url: String) -> bool {
+        self.selector
+            .as_ref()
+            .is_some_and(|cb| cb.complete(token, Ok(url)))
     }
 
     /// How often the user strategy's answer was replaced by round robin.

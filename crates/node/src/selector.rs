@@ -1,6 +1,6 @@
 //! A user's `LoadBalancingStrategy` subclass, called from pure routes through the
 //! callback bridge. The facade's wrapper validates the answer and reports failures;
-//! here an empty answer, an error or a timeout mean "fall back".
+//! here an empty answer, a failure or a timeout mean "fall back".
 
 use std::sync::Arc;
 
@@ -21,10 +21,12 @@ pub struct SelectContext {
     pub client_port: u32,
 }
 
-pub type SelectArgs = FnArgs<(Vec<String>, SelectContext)>;
+/// `(token, servers, context)`; JS answers with `completeSelect(token, url)`.
+pub type SelectArgs = FnArgs<(u32, Vec<String>, SelectContext)>;
+pub type SelectCallback = JsCallback<SelectArgs, String>;
 
 pub struct JsSelector {
-    pub callback: Arc<JsCallback<SelectArgs, String>>,
+    pub callback: Arc<SelectCallback>,
 }
 
 impl AsyncSelector for JsSelector {
@@ -38,7 +40,10 @@ impl AsyncSelector for JsSelector {
                 client_address: ctx.client.map(|c| c.ip().to_string()).unwrap_or_default(),
                 client_port: ctx.client.map_or(0, |c| u32::from(c.port())),
             };
-            match callback.call(FnArgs::from((servers, js_ctx))).await {
+            match callback
+                .call(|token| FnArgs::from((token, servers, js_ctx)))
+                .await
+            {
                 Ok(url) if !url.is_empty() => Some(url),
                 _ => None,
             }

@@ -1,47 +1,95 @@
-//! JS route handlers: the data plane hands a request to the app's dispatcher (one JS
-//! function for all handler routes, through the callback bridge) and turns the reply
-//! into the response. A forwarded reply streams the upstream response from Rust.
+//! JS route handlers. The data plane hands each request to the app's dispatcher (one JS
+//! function for all handler routes, through the callback bridge) with a request id; JS
+//! reads the body or forwards the request by id (`readBody`, `forward`: the work runs on
+//! the data plane and its result comes back through the app's completer), and answers
+//! with `respond(token, reply)`. A forwarded reply streams the upstream response from
+//! Rust without entering JS.
 
 mod reply;
 mod request;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::FnArgs;
+use napi::bindgen_prelude::{FnArgs, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
 use tokio::runtime::Handle;
 use velithon_core::server::{HandlerRequest, RequestHandler, ResponseFuture};
 
-use crate::callback::JsCallback;
+use crate::callback::{JsCallback, Registry};
 
 pub use reply::HandlerReply;
-pub use request::{NativeRequest, RequestHead};
+pub use request::{Completion, JsForwardOptions, RequestHead, RequestState};
 
-pub type DispatchArgs = FnArgs<(u32, RequestHead, NativeRequest)>;
-pub type Dispatcher = JsCallback<DispatchArgs, HandlerReply>;
+/// `(token, routeId, requestId, head)`; JS answers with `respond(token, reply)`.
+pub type DispatchArgs = FnArgs<(u32, u32, u32, RequestHead)>;
+/// `(token, completion)`: the result of a `readBody` or `forward`.
+pub type CompleteArgs = FnArgs<(u32, Completion)>;
+pub type Completer =
+    ThreadsafeFunction<CompleteArgs, Unknown<'static>, CompleteArgs, Status, false, true>;
+
+/// What every handler route of one app shares.
+pub struct HandlerBridge {
+    pub dispatcher: JsCallback<DispatchArgs, HandlerReply>,
+    pub completer: Completer,
+    /// Requests a handler is working on, by id.
+    pub requests: Registry<Arc<RequestState>>,
+}
+
+impl HandlerBridge {
+    /// Sends the result of a `readBody`/`forward` to JS.
+    pub fn complete(&self, token: u32, completion: Completion) {
+        // NonBlocking on an unbounded queue only fails while Node shuts down.
+        let _ = self.completer.call(
+            FnArgs::from((token, completion)),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
 
 /// One JS handler route: `route_id` tells the dispatcher which user function to run.
 pub struct JsRouteHandler {
     pub route_id: u32,
-    pub dispatcher: Arc<Dispatcher>,
+    pub bridge: Arc<HandlerBridge>,
     pub runtime: Handle,
     /// The most a handler may read with `body()` (413 beyond).
     pub max_body_size: usize,
 }
 
+/// Forgets a request when its response is done or the client went away.
+struct Registered {
+    bridge: Arc<HandlerBridge>,
+    id: u32,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.bridge.requests.take(self.id);
+    }
+}
+
 impl RequestHandler for JsRouteHandler {
     fn handle(&self, req: HandlerRequest) -> ResponseFuture {
         let head = RequestHead::new(&req);
-        let state = request::RequestState::new(req, self.runtime.clone(), self.max_body_size);
-        let native = NativeRequest::new(state.clone());
-        let dispatcher = self.dispatcher.clone();
+        let state = RequestState::new(req, self.runtime.clone(), self.max_body_size);
+        let id = self.bridge.requests.insert(state.clone());
+        let registered = Registered {
+            bridge: self.bridge.clone(),
+            id,
+        };
         let route_id = self.route_id;
         Box::pin(async move {
-            match dispatcher
-                .call(FnArgs::from((route_id, head, native)))
-                .await
-            {
+            let bridge = registered.bridge.clone();
+            let answer = bridge
+                .dispatcher
+                .call(|token| FnArgs::from((token, route_id, id, head)))
+                .await;
+            drop(registered);
+            match answer {
                 Ok(reply) => reply.into_response(&state),
-                Err(err) => err.into_gateway_error(dispatcher.option()).to_response(),
+                Err(err) => err
+                    .into_gateway_error(bridge.dispatcher.option())
+                    .to_response(),
             }
         })
     }

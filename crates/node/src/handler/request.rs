@@ -8,19 +8,18 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use napi::bindgen_prelude::{Buffer, PromiseRaw};
-use napi::Env;
+use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use tokio::runtime::Handle;
-use velithon_core::balancer::PickContext;
+use velithon_core::balancer::{LoadBalancer, PickContext};
 use velithon_core::body::{full, ProxyBody};
 use velithon_core::proxy::{send_upstream, ConnInfo, ForwardOptions};
 use velithon_core::server::HandlerRequest;
 use velithon_core::{ErrorCode, GatewayError};
 
-use crate::balancer::NativeLoadBalancer;
-use crate::client::{millis, NativeClient};
-use crate::errors::{coded, to_napi};
+use velithon_core::client::UpstreamClient;
+
+use crate::client::millis;
 use crate::latin1;
 
 /// The request head, handed to JS once (one crossing, plain values).
@@ -77,7 +76,7 @@ enum BodyState {
     Sent,
 }
 
-pub(crate) struct RequestState {
+pub struct RequestState {
     method: Method,
     uri: Uri,
     version: Version,
@@ -90,7 +89,7 @@ pub(crate) struct RequestState {
 }
 
 impl RequestState {
-    pub(crate) fn new(req: HandlerRequest, runtime: Handle, max_body_size: usize) -> Arc<Self> {
+    pub fn new(req: HandlerRequest, runtime: Handle, max_body_size: usize) -> Arc<Self> {
         let (parts, body) = req.request.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
             BodyState::Buffered(Bytes::new())
@@ -188,128 +187,129 @@ pub struct JsForwardOptions {
     pub preserve_host: bool,
 }
 
-/// The upstream response head `forward` resolves to; the body stays in Rust.
+/// The result of `readBody` (`body`) or `forward` (`status`, `headers`; the body stays
+/// in Rust), or their error as `VG_CODE: message`.
 #[napi(object)]
-pub struct ForwardedHead {
+pub struct Completion {
+    pub ok: bool,
     pub status: u32,
     pub headers: Vec<String>,
+    pub body: Option<Buffer>,
+    pub error: String,
 }
 
-#[napi]
-pub struct NativeRequest {
-    state: Arc<RequestState>,
-}
-
-impl NativeRequest {
-    pub(crate) fn new(state: Arc<RequestState>) -> Self {
-        Self { state }
+impl Completion {
+    fn failed(err: GatewayError) -> Self {
+        Self {
+            ok: false,
+            status: 0,
+            headers: Vec::new(),
+            body: None,
+            error: format!("{}: {}", err.code().as_str(), err.message()),
+        }
     }
 }
 
-fn header_pairs(flat: &[String]) -> napi::Result<Vec<(HeaderName, HeaderValue)>> {
+fn header_pairs(flat: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>, GatewayError> {
+    let bad = |why: String| GatewayError::new(ErrorCode::InvalidConfig, why);
     flat.chunks(2)
         .map(|pair| match pair {
             [name, value] => {
-                let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    coded(
-                        ErrorCode::InvalidConfig,
-                        &format!("additionalHeaders: bad header name {name:?}"),
-                    )
-                })?;
-                let v = latin1::to_header_value(value).ok_or_else(|| {
-                    coded(
-                        ErrorCode::InvalidConfig,
-                        &format!("additionalHeaders: bad value for {name:?}"),
-                    )
-                })?;
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| bad(format!("additionalHeaders: bad header name {name:?}")))?;
+                let v = latin1::to_header_value(value)
+                    .ok_or_else(|| bad(format!("additionalHeaders: bad value for {name:?}")))?;
                 Ok((n, v))
             }
-            _ => Err(coded(
-                ErrorCode::InvalidConfig,
-                "additionalHeaders must be name/value pairs",
-            )),
+            _ => Err(bad("additionalHeaders must be name/value pairs".into())),
         })
         .collect()
 }
 
-#[napi]
-impl NativeRequest {
-    /// Reads the whole body (at most the app's `maxBodySize`, else `VG_BODY_TOO_LARGE`).
-    /// A later `forward` sends the same bytes.
-    #[napi(catch_unwind)]
-    pub fn read_body<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Buffer>> {
-        let state = self.state.clone();
-        env.spawn_future(async move {
-            let runtime = state.runtime.clone();
-            let bytes = runtime
-                .spawn(async move { state.read_body().await })
-                .await
-                .map_err(|e| coded(ErrorCode::Internal, &format!("body read task failed: {e}")))?
-                .map_err(to_napi)?;
-            Ok(Buffer::from(bytes.to_vec()))
-        })
+impl RequestState {
+    /// Reads the whole body (at most `maxBodySize`) on the data plane; the result goes
+    /// to `done`. A later `forward` sends the same bytes.
+    pub fn start_read_body(self: Arc<Self>, done: impl FnOnce(Completion) + Send + 'static) {
+        let runtime = self.runtime.clone();
+        runtime.spawn(async move {
+            done(match self.read_body().await {
+                Ok(bytes) => Completion {
+                    ok: true,
+                    status: 0,
+                    headers: Vec::new(),
+                    body: Some(Buffer::from(bytes.to_vec())),
+                    error: String::new(),
+                },
+                Err(err) => Completion::failed(err),
+            })
+        });
     }
 
-    /// Sends this request to one of `balancer`'s servers through `client`; resolves to
-    /// the response head, or rejects with a coded error (502/503/504 kinds).
-    #[napi(catch_unwind)]
-    pub fn forward<'env>(
-        &self,
-        env: &'env Env,
-        balancer: &NativeLoadBalancer,
-        client: &NativeClient,
+    /// Sends this request to one of `balancer`'s servers through `client` on the data
+    /// plane; `done` gets the response head (the upstream response is kept for the
+    /// handler's reply) or the error (502/503/504 kinds).
+    pub fn start_forward(
+        self: Arc<Self>,
+        balancer: Arc<LoadBalancer>,
+        client: Arc<UpstreamClient>,
         options: JsForwardOptions,
-    ) -> napi::Result<PromiseRaw<'env, ForwardedHead>> {
+        done: impl FnOnce(Completion) + Send + 'static,
+    ) {
+        let runtime = self.runtime.clone();
+        runtime.spawn(async move {
+            done(match self.forward(&balancer, &client, options).await {
+                Ok(head) => head,
+                Err(err) => Completion::failed(err),
+            })
+        });
+    }
+
+    async fn forward(
+        &self,
+        balancer: &LoadBalancer,
+        client: &UpstreamClient,
+        options: JsForwardOptions,
+    ) -> Result<Completion, GatewayError> {
         let extra = header_pairs(&options.additional_headers)?;
-        let state = self.state.clone();
-        let balancer = balancer.inner.clone();
-        let client = client.inner.clone();
-        let timeout = millis(options.timeout_ms);
-        env.spawn_future(async move {
-            let runtime = state.runtime.clone();
-            let result = runtime
-                .spawn(async move {
-                    let ctx = PickContext {
-                        method: &state.method,
-                        path: state.uri.path(),
-                        headers: &state.headers,
-                        client: Some(state.conn.peer),
-                    };
-                    // A server the JS strategy chose; '' or an unknown one falls back.
-                    let upstream = match options.server.as_deref() {
-                        None => balancer.pick_async(&ctx).await?,
-                        Some(url) => match balancer.servers().iter().find(|s| s.url() == url) {
-                            Some(u) => u.clone(),
-                            None => balancer.pick_fallback(&ctx)?,
-                        },
-                    };
-                    let mut req = Request::new(state.body_for_forward().await?);
-                    *req.method_mut() = state.method.clone();
-                    *req.uri_mut() = state.uri.clone();
-                    *req.version_mut() = state.version;
-                    *req.headers_mut() = state.headers.clone();
-                    let opts = ForwardOptions {
-                        strip: None,
-                        preserve_host: options.preserve_host,
-                        timeout,
-                        extra_headers: &extra,
-                    };
-                    let res = send_upstream(&upstream, &client, req, &state.conn, &opts).await?;
-                    let mut headers = Vec::with_capacity(res.headers().len() * 2);
-                    for (name, value) in res.headers() {
-                        headers.push(name.as_str().to_string());
-                        headers.push(latin1::to_text(value.as_bytes()));
-                    }
-                    let head = ForwardedHead {
-                        status: u32::from(res.status().as_u16()),
-                        headers,
-                    };
-                    *state.forwarded.lock().unwrap_or_else(|p| p.into_inner()) = Some(res);
-                    Ok::<_, GatewayError>(head)
-                })
-                .await
-                .map_err(|e| coded(ErrorCode::Internal, &format!("forward task failed: {e}")))?;
-            result.map_err(to_napi)
+        let ctx = PickContext {
+            method: &self.method,
+            path: self.uri.path(),
+            headers: &self.headers,
+            client: Some(self.conn.peer),
+        };
+        // A server the JS strategy chose; '' or an unknown one falls back.
+        let upstream = match options.server.as_deref() {
+            None => balancer.pick_async(&ctx).await?,
+            Some(url) => match balancer.servers().iter().find(|s| s.url() == url) {
+                Some(u) => u.clone(),
+                None => balancer.pick_fallback(&ctx)?,
+            },
+        };
+        let mut req = Request::new(self.body_for_forward().await?);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        let opts = ForwardOptions {
+            strip: None,
+            preserve_host: options.preserve_host,
+            timeout: millis(options.timeout_ms),
+            extra_headers: &extra,
+        };
+        let res = send_upstream(&upstream, client, req, &self.conn, &opts).await?;
+        let mut headers = Vec::with_capacity(res.headers().len() * 2);
+        for (name, value) in res.headers() {
+            headers.push(name.as_str().to_string());
+            headers.push(latin1::to_text(value.as_bytes()));
+        }
+        let status = u32::from(res.status().as_u16());
+        *self.forwarded.lock().unwrap_or_else(|p| p.into_inner()) = Some(res);
+        Ok(Completion {
+            ok: true,
+            status,
+            headers,
+            body: None,
+            error: String::new(),
         })
     }
 }
