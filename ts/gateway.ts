@@ -18,7 +18,9 @@ import { native } from './errors'
 import { Request } from './http/request'
 import { ForwardedResponse } from './http/response'
 import { headerRecord } from './load-balancer'
-import type { NativeLoadBalancer } from './native'
+import type { NativeForwardOptions, NativeLoadBalancer } from './native'
+
+const EMPTY: ForwardOptions = Object.freeze({})
 
 export interface ForwardOptions {
   /** Headers set on the upstream request (replacing any the client sent with those names). */
@@ -150,7 +152,7 @@ export class Gateway {
    * `UpstreamError` (code `VG_UPSTREAM_CONNECT`, `VG_UPSTREAM_TIMEOUT`, …) that, if the
    * handler lets it escape, answers the client with the same status as a pure route.
    */
-  async forwardRequest(request: Request, loadBalancer?: LoadBalancer, options: ForwardOptions = {}): Promise<ForwardedResponse> {
+  async forwardRequest(request: Request, loadBalancer?: LoadBalancer, options: ForwardOptions = EMPTY): Promise<ForwardedResponse> {
     const owner = 'Gateway.forwardRequest'
     if (!(request instanceof Request)) {
       throw new ConfigError('request', `${owner}: expected the handler's request, got ${show(request)}`)
@@ -194,14 +196,19 @@ export async function forwardWith(
   defaultTimeoutMs: number,
   server: string | undefined,
 ): Promise<ForwardedResponse> {
-  const opts = object(owner, options)
-  knownKeys(owner, opts, ['additionalHeaders', 'timeout', 'preserveHost'])
-  const additionalHeaders = flatHeaderOption(owner, opts.additionalHeaders)
-  const nativeOptions = {
-    server,
-    timeoutMs: duration(owner, 'timeout', opts.timeout, defaultTimeoutMs),
-    additionalHeaders,
-    preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
+  let nativeOptions: NativeForwardOptions
+  if (options === EMPTY || (options && Object.keys(options).length === 0)) {
+    // The common call, forwardRequest(request): nothing to check.
+    nativeOptions = { server, timeoutMs: defaultTimeoutMs, additionalHeaders: [], preserveHost: false }
+  } else {
+    const opts = object(owner, options)
+    knownKeys(owner, opts, ['additionalHeaders', 'timeout', 'preserveHost'])
+    nativeOptions = {
+      server,
+      timeoutMs: duration(owner, 'timeout', opts.timeout, defaultTimeoutMs),
+      additionalHeaders: flatHeaderOption(owner, opts.additionalHeaders),
+      preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
+    }
   }
   const { bridge, id } = Request.handleOf(request)
   const head = await bridge.forward(id, balancer, client, nativeOptions)

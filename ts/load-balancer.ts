@@ -1,5 +1,5 @@
 import { ConfigError, ErrorCodes, VelithonError, callHook, native } from './errors'
-import { nativeBinding, type NativeLoadBalancer } from './native'
+import { nativeBinding, splitHeaders, type NativeLoadBalancer } from './native'
 import { duration, knownKeys, object, show, upstreamUrl, type Duration } from './options'
 import { LoadBalancingStrategy, RoundRobinStrategy, type RequestContext } from './strategies'
 
@@ -67,7 +67,7 @@ export class LoadBalancer {
           const answer = select(servers, {
             method: ctx.method,
             path: ctx.path,
-            headers: headerRecord(ctx.headers),
+            headers: headerRecord(splitHeaders(ctx.headers)),
             client: { address: ctx.clientAddress, port: ctx.clientPort },
           })
           if (typeof answer === 'string') lb.completeSelect(token, answer)

@@ -27,13 +27,13 @@ export interface NativeProxyRouteOptions {
   timeoutMs: number
 }
 
-/** The request head handed to the dispatcher; headers and params are flat pairs. */
+/** The request head handed to the dispatcher; `headers` is `name\nvalue\n…`, params flat pairs. */
 export interface RequestHead {
   method: string
   url: string
   path: string
   query: string
-  headers: string[]
+  headers: string
   params: string[]
   clientAddress: string
   clientPort: number
@@ -58,7 +58,8 @@ export interface NativeForwardOptions {
 export interface Completion {
   ok: boolean
   status: number
-  headers: string[]
+  /** `name\nvalue\n…` */
+  headers: string
   body?: Buffer
   error: string
 }
@@ -69,7 +70,8 @@ export type Complete = (token: number, completion: Completion) => void
 export interface SelectContext {
   method: string
   path: string
-  headers: string[]
+  /** `name\nvalue\n…` */
+  headers: string
   clientAddress: string
   clientPort: number
 }
@@ -128,4 +130,9 @@ export function nativeBinding(): NativeBinding {
     }
   }
   return binding
+}
+
+/** `name\nvalue\n…` (how header lists cross the FFI: one string) as flat pairs. */
+export function splitHeaders(joined: string): string[] {
+  return joined === '' ? [] : joined.split('\n')
 }

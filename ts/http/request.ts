@@ -1,6 +1,6 @@
 import { ErrorCodes, VelithonError } from '../errors'
 import type { HandlerBridge } from '../bridge'
-import type { RequestHead } from '../native'
+import { splitHeaders, type RequestHead } from '../native'
 
 /** The client end of a request: its address and port. */
 export interface ClientAddress {
@@ -28,7 +28,8 @@ export class Request {
   context: Record<string, unknown> = {}
   #bridge: HandlerBridge
   #id: number
-  #flatHeaders: string[]
+  #joinedHeaders: string
+  #flat: string[] | undefined
   #headers: Headers | undefined
   #query: URLSearchParams | undefined
   #body: Promise<Buffer> | undefined
@@ -44,18 +45,22 @@ export class Request {
     const params: Record<string, string> = {}
     for (let i = 0; i < head.params.length; i += 2) params[head.params[i]] = decode(head.params[i + 1])
     this.pathParams = params
-    this.#flatHeaders = head.headers
+    this.#joinedHeaders = head.headers
     this.#bridge = bridge
     this.#id = id
+  }
+
+  #flatHeaders(): string[] {
+    return (this.#flat ??= splitHeaders(this.#joinedHeaders))
   }
 
   /** The request headers (case-insensitive `get`, `getSetCookie`, …). */
   get headers(): Headers {
     if (!this.#headers) {
       const h = new Headers()
-      for (let i = 0; i < this.#flatHeaders.length; i += 2) {
+      for (let i = 0; i < this.#flatHeaders().length; i += 2) {
         try {
-          h.append(this.#flatHeaders[i], this.#flatHeaders[i + 1])
+          h.append(this.#flatHeaders()[i], this.#flatHeaders()[i + 1])
         } catch {
           // A value fetch's Headers refuses (odd bytes) is still forwarded as sent.
         }
@@ -68,7 +73,7 @@ export class Request {
   /** The headers in the order sent, names lower-case, repeats kept. */
   get rawHeaders(): [string, string][] {
     const out: [string, string][] = []
-    for (let i = 0; i < this.#flatHeaders.length; i += 2) out.push([this.#flatHeaders[i], this.#flatHeaders[i + 1]])
+    for (let i = 0; i < this.#flatHeaders().length; i += 2) out.push([this.#flatHeaders()[i], this.#flatHeaders()[i + 1]])
     return out
   }
 

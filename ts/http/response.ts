@@ -1,5 +1,5 @@
 import { ConfigError, ErrorCodes, VelithonError, statusOf } from '../errors'
-import type { Completion, HandlerReply } from '../native'
+import { splitHeaders, type Completion, type HandlerReply } from '../native'
 import { show } from '../options'
 import type { Request } from './request'
 
@@ -50,14 +50,14 @@ export class JSONResponse extends Response {
  */
 export class ForwardedResponse {
   readonly status: number
-  #flatHeaders: string[]
+  #joinedHeaders: string
   #headers: Headers | undefined
   #request: Request
 
   /** @internal */
   constructor(request: Request, head: Pick<Completion, 'status' | 'headers'>) {
     this.status = head.status
-    this.#flatHeaders = head.headers
+    this.#joinedHeaders = head.headers
     this.#request = request
   }
 
@@ -65,9 +65,10 @@ export class ForwardedResponse {
   get headers(): Headers {
     if (!this.#headers) {
       const h = new Headers()
-      for (let i = 0; i < this.#flatHeaders.length; i += 2) {
+      const flat = splitHeaders(this.#joinedHeaders)
+      for (let i = 0; i < flat.length; i += 2) {
         try {
-          h.append(this.#flatHeaders[i], this.#flatHeaders[i + 1])
+          h.append(flat[i], flat[i + 1])
         } catch {
           // shown as best it can be; the client gets the bytes as sent
         }

@@ -3,9 +3,19 @@
 
 use http::HeaderValue;
 
-/// The bytes of a header value as a JS string, one character per byte.
-pub fn to_text(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
+/// Headers as one JS string, `name\nvalue\nname\nvalue…` (neither a name nor a value
+/// can hold a line feed): one string to create per message instead of two per header.
+pub fn joined<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut out = String::new();
+    for (name, value) in headers {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(name);
+        out.push('\n');
+        out.extend(value.iter().map(|&b| char::from(b)));
+    }
+    out
 }
 
 /// A JS string as a header value; `None` if a character is above U+00FF or not allowed.
@@ -24,9 +34,16 @@ mod tests {
     #[test]
     fn round_trips_every_byte_a_header_may_hold() {
         let bytes: Vec<u8> = (0x20..=0xffu8).filter(|b| *b != 0x7f).collect();
-        let text = to_text(&bytes);
+        let text: String = bytes.iter().map(|&b| char::from(b)).collect();
         assert_eq!(to_header_value(&text).unwrap().as_bytes(), &bytes[..]);
         assert!(to_header_value("snowman \u{2603}").is_none());
         assert!(to_header_value("a\nb").is_none());
+    }
+
+    #[test]
+    fn joins_headers_with_line_feeds() {
+        let pairs = [("a", &b"1"[..]), ("set-cookie", &b"x=\xe9"[..])];
+        assert_eq!(joined(pairs.into_iter()), "a\n1\nset-cookie\nx=\u{e9}");
+        assert_eq!(joined(std::iter::empty()), "");
     }
 }

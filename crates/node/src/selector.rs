@@ -15,8 +15,8 @@ use crate::callback::JsCallback;
 pub struct SelectContext {
     pub method: String,
     pub path: String,
-    /// Flat name/value pairs.
-    pub headers: Vec<String>,
+    /// `name\nvalue\n…`
+    pub headers: String,
     pub client_address: String,
     pub client_port: u32,
 }
@@ -36,7 +36,15 @@ impl AsyncSelector for JsSelector {
             let js_ctx = SelectContext {
                 method: ctx.method,
                 path: ctx.path,
-                headers: ctx.headers.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                headers: ctx.headers.iter().fold(String::new(), |mut out, (k, v)| {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(k);
+                    out.push('\n');
+                    out.push_str(v);
+                    out
+                }),
                 client_address: ctx.client.map(|c| c.ip().to_string()).unwrap_or_default(),
                 client_port: ctx.client.map_or(0, |c| u32::from(c.port())),
             };

@@ -31,7 +31,8 @@ impl From<&PickContext<'_>> for OwnedPickContext {
                 .map(|(k, v)| {
                     (
                         k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        // One character per byte, as Node's http reads header values.
+                        v.as_bytes().iter().map(|&b| char::from(b)).collect(),
                     )
                 })
                 .collect(),

@@ -30,8 +30,8 @@ pub struct RequestHead {
     pub url: String,
     pub path: String,
     pub query: String,
-    /// Flat pairs, names lower-case, in the order sent.
-    pub headers: Vec<String>,
+    /// `name\nvalue\n…`, names lower-case, in the order sent.
+    pub headers: String,
     /// Flat pairs of path parameters, raw.
     pub params: Vec<String>,
     pub client_address: String,
@@ -42,11 +42,7 @@ pub struct RequestHead {
 impl RequestHead {
     pub fn new(req: &HandlerRequest) -> Self {
         let r = &req.request;
-        let mut headers = Vec::with_capacity(r.headers().len() * 2);
-        for (name, value) in r.headers() {
-            headers.push(name.as_str().to_string());
-            headers.push(latin1::to_text(value.as_bytes()));
-        }
+        let headers = latin1::joined(r.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
         let params = req
             .params
             .iter()
@@ -193,7 +189,8 @@ pub struct JsForwardOptions {
 pub struct Completion {
     pub ok: bool,
     pub status: u32,
-    pub headers: Vec<String>,
+    /// `name\nvalue\n…`
+    pub headers: String,
     pub body: Option<Buffer>,
     pub error: String,
 }
@@ -203,7 +200,7 @@ impl Completion {
         Self {
             ok: false,
             status: 0,
-            headers: Vec::new(),
+            headers: String::new(),
             body: None,
             error: format!("{}: {}", err.code().as_str(), err.message()),
         }
@@ -236,7 +233,7 @@ impl RequestState {
                 Ok(bytes) => Completion {
                     ok: true,
                     status: 0,
-                    headers: Vec::new(),
+                    headers: String::new(),
                     body: Some(Buffer::from(bytes.to_vec())),
                     error: String::new(),
                 },
@@ -297,11 +294,11 @@ impl RequestState {
             extra_headers: &extra,
         };
         let res = send_upstream(&upstream, client, req, &self.conn, &opts).await?;
-        let mut headers = Vec::with_capacity(res.headers().len() * 2);
-        for (name, value) in res.headers() {
-            headers.push(name.as_str().to_string());
-            headers.push(latin1::to_text(value.as_bytes()));
-        }
+        let headers = latin1::joined(
+            res.headers()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
         let status = u32::from(res.status().as_u16());
         *self.forwarded.lock().unwrap_or_else(|p| p.into_inner()) = Some(res);
         Ok(Completion {
