@@ -266,8 +266,8 @@ export class Velithon {
    */
   #dispatcher(handlers: Handler[], bridge: HandlerBridge): Dispatch {
     const onError = this.#onError
-    return (token, routeId, requestId, head) => {
-      const request = new Request(head, bridge, requestId)
+    return (token, routeId, requestId, method, url, headers, params, clientAddress, clientPort, httpVersion) => {
+      const request = new Request(bridge, requestId, method, url, headers, params, clientAddress, clientPort, httpVersion)
       const answer = (reply: HandlerReply) => {
         try {
           bridge.respond(token, reply)

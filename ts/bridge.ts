@@ -22,16 +22,16 @@ export class HandlerBridge {
   }
 
   /** Receives the result of a `readBody` or `forward`. Never throws. */
-  readonly complete = (token: number, completion: Completion): void => {
+  readonly complete = (token: number, ok: boolean, status: number, headers: string, body: Buffer | null, error: string): void => {
     const waiter = this.#waiting.get(token)
     if (!waiter) return
     this.#waiting.delete(token)
-    if (completion.ok) waiter.resolve(completion)
-    else waiter.reject(fromNative(new Error(completion.error)))
+    if (ok) waiter.resolve({ ok, status, headers, body: body ?? undefined, error })
+    else waiter.reject(fromNative(new Error(error)))
   }
 
   respond(token: number, reply: HandlerReply): void {
-    this.#native.respond(token, reply)
+    this.#native.respond(token, reply.status, reply.headers.join('\n'), reply.body, reply.forwarded)
   }
 
   async readBody(requestId: number): Promise<Buffer> {

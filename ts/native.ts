@@ -27,19 +27,6 @@ export interface NativeProxyRouteOptions {
   timeoutMs: number
 }
 
-/** The request head handed to the dispatcher; `headers` is `name\nvalue\n…`, params flat pairs. */
-export interface RequestHead {
-  method: string
-  url: string
-  path: string
-  query: string
-  headers: string
-  params: string[]
-  clientAddress: string
-  clientPort: number
-  httpVersion: string
-}
-
 export interface HandlerReply {
   status: number
   headers: string[]
@@ -64,8 +51,20 @@ export interface Completion {
   error: string
 }
 
-export type Dispatch = (token: number, routeId: number, requestId: number, head: RequestHead) => void
-export type Complete = (token: number, completion: Completion) => void
+/** One handler request: `headers` is `name\nvalue\n…`, `params` flat name/value pairs. */
+export type Dispatch = (
+  token: number,
+  routeId: number,
+  requestId: number,
+  method: string,
+  url: string,
+  headers: string,
+  params: string[],
+  clientAddress: string,
+  clientPort: number,
+  httpVersion: string,
+) => void
+export type Complete = (token: number, ok: boolean, status: number, headers: string, body: Buffer | null, error: string) => void
 
 export interface SelectContext {
   method: string
@@ -98,7 +97,7 @@ export interface NativeApp {
   ): void
   addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
   setHandlers(dispatch: Dispatch, complete: Complete): void
-  respond(token: number, reply: HandlerReply): boolean
+  respond(token: number, status: number, headers: string, body: Buffer | undefined, forwarded: boolean): boolean
   readBody(requestId: number, token: number): void
   forward(
     requestId: number,

@@ -1,6 +1,6 @@
 import { ErrorCodes, VelithonError } from '../errors'
 import type { HandlerBridge } from '../bridge'
-import { splitHeaders, type RequestHead } from '../native'
+import { splitHeaders } from '../native'
 
 /** The client end of a request: its address and port. */
 export interface ClientAddress {
@@ -35,17 +35,28 @@ export class Request {
   #body: Promise<Buffer> | undefined
 
   /** @internal */
-  constructor(head: RequestHead, bridge: HandlerBridge, id: number) {
-    this.method = head.method
-    this.url = head.url
-    this.path = head.path
-    this.queryString = head.query
-    this.httpVersion = head.httpVersion
-    this.client = { address: head.clientAddress, port: head.clientPort }
-    const params: Record<string, string> = {}
-    for (let i = 0; i < head.params.length; i += 2) params[head.params[i]] = decode(head.params[i + 1])
-    this.pathParams = params
-    this.#joinedHeaders = head.headers
+  constructor(
+    bridge: HandlerBridge,
+    id: number,
+    method: string,
+    url: string,
+    headers: string,
+    params: string[],
+    clientAddress: string,
+    clientPort: number,
+    httpVersion: string,
+  ) {
+    this.method = method
+    this.url = url
+    const q = url.indexOf('?')
+    this.path = q < 0 ? url : url.slice(0, q)
+    this.queryString = q < 0 ? '' : url.slice(q + 1)
+    this.httpVersion = httpVersion
+    this.client = { address: clientAddress, port: clientPort }
+    const decoded: Record<string, string> = {}
+    for (let i = 0; i < params.length; i += 2) decoded[params[i]] = decode(params[i + 1])
+    this.pathParams = decoded
+    this.#joinedHeaders = headers
     this.#bridge = bridge
     this.#id = id
   }

@@ -12,7 +12,7 @@ use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
 use velithon_core::server::{App, RouteAction, RunningServer, ServerSettings};
 
-use napi::bindgen_prelude::{Function, Unknown};
+use napi::bindgen_prelude::{Buffer, Function, Unknown};
 
 use crate::balancer::NativeLoadBalancer;
 use crate::callback::{JsCallback, Registry};
@@ -124,9 +124,24 @@ impl NativeApp {
             .map_err(|_| invalid("the handlers are already set"))
     }
 
-    /// A handler's answer to the dispatch `token`. False when nobody waits any more.
+    /// A handler's answer to the dispatch `token`: status, headers as
+    /// `name\nvalue\n…`, body, or `forwarded` to send the upstream response `forward`
+    /// produced. False when nobody waits any more.
     #[napi(catch_unwind)]
-    pub fn respond(&self, token: u32, reply: HandlerReply) -> bool {
+    pub fn respond(
+        &self,
+        token: u32,
+        status: u32,
+        headers: String,
+        body: Option<Buffer>,
+        forwarded: bool,
+    ) -> bool {
+        let reply = HandlerReply {
+            status,
+            headers,
+            body,
+            forwarded,
+        };
         self.handlers
             .get()
             .is_some_and(|b| b.dispatcher.complete(token, Ok(reply)))

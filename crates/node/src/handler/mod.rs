@@ -10,7 +10,7 @@ mod request;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{FnArgs, Unknown};
+use napi::bindgen_prelude::{Buffer, FnArgs, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use tokio::runtime::Handle;
@@ -21,10 +21,22 @@ use crate::callback::{JsCallback, Registry};
 pub use reply::HandlerReply;
 pub use request::{Completion, JsForwardOptions, RequestHead, RequestState};
 
-/// `(token, routeId, requestId, head)`; JS answers with `respond(token, reply)`.
-pub type DispatchArgs = FnArgs<(u32, u32, u32, RequestHead)>;
-/// `(token, completion)`: the result of a `readBody` or `forward`.
-pub type CompleteArgs = FnArgs<(u32, Completion)>;
+/// `(token, routeId, requestId, method, url, headers, params, clientAddress,
+/// clientPort, httpVersion)`; JS answers with `respond(token, …)`.
+pub type DispatchArgs = FnArgs<(
+    u32,
+    u32,
+    u32,
+    String,
+    String,
+    String,
+    Vec<String>,
+    String,
+    u32,
+    String,
+)>;
+/// `(token, ok, status, headers, body, error)`: the result of a `readBody` or `forward`.
+pub type CompleteArgs = FnArgs<(u32, bool, u32, String, Option<Buffer>, String)>;
 pub type Completer =
     ThreadsafeFunction<CompleteArgs, Unknown<'static>, CompleteArgs, Status, false, true>;
 
@@ -40,8 +52,15 @@ impl HandlerBridge {
     /// Sends the result of a `readBody`/`forward` to JS.
     pub fn complete(&self, token: u32, completion: Completion) {
         // NonBlocking on an unbounded queue only fails while Node shuts down.
+        let Completion {
+            ok,
+            status,
+            headers,
+            body,
+            error,
+        } = completion;
         let _ = self.completer.call(
-            FnArgs::from((token, completion)),
+            FnArgs::from((token, ok, status, headers, body, error)),
             ThreadsafeFunctionCallMode::NonBlocking,
         );
     }
@@ -82,7 +101,20 @@ impl RequestHandler for JsRouteHandler {
             let bridge = registered.bridge.clone();
             let answer = bridge
                 .dispatcher
-                .call(|token| FnArgs::from((token, route_id, id, head)))
+                .call(|token| {
+                    FnArgs::from((
+                        token,
+                        route_id,
+                        id,
+                        head.method,
+                        head.url,
+                        head.headers,
+                        head.params,
+                        head.client_address,
+                        head.client_port,
+                        head.http_version,
+                    ))
+                })
                 .await;
             drop(registered);
             match answer {

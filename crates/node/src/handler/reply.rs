@@ -3,19 +3,17 @@
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode};
 use napi::bindgen_prelude::Buffer;
-use napi_derive::napi;
 use velithon_core::body::{empty, full, ProxyBody};
 use velithon_core::{ErrorCode, GatewayError};
 
 use super::request::RequestState;
 use crate::latin1;
 
-/// The facade's normalised handler result.
-#[napi(object)]
+/// The facade's normalised handler result (from `respond`'s arguments).
 pub struct HandlerReply {
     pub status: u32,
-    /// Flat pairs: name, value, name, value, …
-    pub headers: Vec<String>,
+    /// `name\nvalue\n…`
+    pub headers: String,
     pub body: Option<Buffer>,
     /// Send the upstream response `forwardRequest` produced for this request.
     pub forwarded: bool,
@@ -48,8 +46,13 @@ impl HandlerReply {
         let mut res = Response::new(body);
         *res.status_mut() = status;
         let headers = res.headers_mut();
-        for pair in self.headers.chunks(2) {
-            let [name, value] = pair else {
+        // `name\nvalue\n…`; an empty string is no headers at all.
+        let mut parts = self
+            .headers
+            .split('\n')
+            .filter(|_| !self.headers.is_empty());
+        while let Some(name) = parts.next() {
+            let Some(value) = parts.next() else {
                 return Err(bad("the handler's headers are not name/value pairs".into()));
             };
             let name = HeaderName::from_bytes(name.as_bytes())

@@ -22,14 +22,12 @@ use velithon_core::client::UpstreamClient;
 use crate::client::millis;
 use crate::latin1;
 
-/// The request head, handed to JS once (one crossing, plain values).
-#[napi(object)]
+/// The request head, handed to JS once as positional arguments of the dispatch call
+/// (plain values; no object whose property names V8 would have to intern).
 pub struct RequestHead {
     pub method: String,
     /// Path and query exactly as sent.
     pub url: String,
-    pub path: String,
-    pub query: String,
     /// `name\nvalue\n…`, names lower-case, in the order sent.
     pub headers: String,
     /// Flat pairs of path parameters, raw.
@@ -54,8 +52,6 @@ impl RequestHead {
                 .uri()
                 .path_and_query()
                 .map_or_else(|| r.uri().path().to_string(), |pq| pq.as_str().to_string()),
-            path: r.uri().path().to_string(),
-            query: r.uri().query().unwrap_or("").to_string(),
             headers,
             params,
             client_address: req.conn.peer.ip().to_string(),
@@ -184,8 +180,7 @@ pub struct JsForwardOptions {
 }
 
 /// The result of `readBody` (`body`) or `forward` (`status`, `headers`; the body stays
-/// in Rust), or their error as `VG_CODE: message`.
-#[napi(object)]
+/// in Rust), or their error as `VG_CODE: message`. Sent to JS as positional arguments.
 pub struct Completion {
     pub ok: bool,
     pub status: u32,
