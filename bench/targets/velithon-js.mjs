@@ -4,6 +4,7 @@
 // strategy (the data plane asks JS through the callback bridge for every request).
 //   node bench/targets/velithon-js.mjs <upstream-url> <handler|strategy> [workerThreads]
 import { Velithon, Gateway, LoadBalancer, LoadBalancingStrategy } from '../../dist/esm/index.js'
+import { serveUntilKilled } from './serve.mjs'
 
 const [upstream, mode = 'handler', workers = '1'] = process.argv.slice(2)
 if (!upstream || !['handler', 'strategy'].includes(mode)) {
@@ -29,15 +30,4 @@ if (mode === 'handler') {
   gateway.route('/{path:path}')
   app.includeRouter(gateway.getRouter())
 }
-const { url } = await app.listen({ host: '127.0.0.1', port: 0 })
-console.log(`listening on ${url}`)
-
-let closing = false
-const stop = () => {
-  if (closing) return
-  closing = true
-  app.close({ timeout: 1000 }).finally(() => process.exit(0))
-  setTimeout(() => process.exit(0), 2000).unref()
-}
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+await serveUntilKilled(app)

@@ -2,6 +2,7 @@
 //   node bench/targets/velithon.mjs <upstream-url> [workerThreads]
 // Prints `listening on <url>` and runs until killed (SIGTERM closes it gracefully).
 import { Velithon, Gateway, LoadBalancer } from '../../dist/esm/index.js'
+import { serveUntilKilled } from './serve.mjs'
 
 const upstream = process.argv[2]
 const workerThreads = Number(process.argv[3] ?? 1)
@@ -15,15 +16,4 @@ const gw = new Gateway({ loadBalancer: lb })
 gw.route('/{path:path}')
 const app = new Velithon({ workerThreads })
 app.includeRouter(gw.getRouter())
-const { url } = await app.listen({ host: '127.0.0.1', port: 0 })
-console.log(`listening on ${url}`)
-
-let closing = false
-const stop = () => {
-  if (closing) return
-  closing = true
-  app.close({ timeout: 1000 }).finally(() => process.exit(0))
-  setTimeout(() => process.exit(0), 2000).unref()
-}
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+await serveUntilKilled(app)
