@@ -31,7 +31,9 @@ describe('hop-by-hop headers', () => {
     expect(reply.statusLine).toBe('HTTP/1.1 200 OK')
     const seen = echoOf(reply).headers
     expect(seen['x-keep']).toBe('yes')
-    for (const name of ['x-secret', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade']) {
+    // Trailer is end-to-end (RFC 9110 §6.6.2): it names the trailers that follow the body.
+    expect(seen.trailer).toBe('X-Checksum')
+    for (const name of ['x-secret', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'upgrade']) {
       expect(seen, `upstream got ${name}`).not.toHaveProperty(name)
     }
     // The client's Connection header is about the client's hop, never forwarded.

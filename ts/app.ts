@@ -51,6 +51,9 @@ export interface AddressInfo {
 }
 
 const OWNER = 'Velithon'
+
+/** Apps that are listening: referenced here until close(). */
+const LISTENING = new Set<Velithon>()
 const KNOWN = [
   'workerThreads',
   'requestHeaderTimeout',
@@ -104,6 +107,7 @@ export class Velithon {
   #native: NativeApp | undefined
   #address: AddressInfo | undefined
   #keepAlive: NodeJS.Timeout | undefined
+  #listening: Promise<unknown> | undefined
   #closing: Promise<void> | undefined
 
   constructor(options: VelithonOptions = {}) {
@@ -220,9 +224,20 @@ export class Velithon {
       native(() => app.setHandlers(this.#dispatcher(handlers, bridge), bridge.complete))
     }
     this.#native = app
-    const bound = await nativeAsync(() => app.listen(host, port))
+    const listening = nativeAsync(() => app.listen(host, port))
+    this.#listening = listening
+    let bound: { host: string; port: number }
+    try {
+      bound = await listening
+    } catch (err) {
+      this.#native = undefined // a failed listen (port in use, …) may be retried
+      throw err
+    }
     // The listener lives in Rust, invisible to Node's event loop: a referenced timer
-    // keeps the process alive while listening; close() releases it.
+    // keeps the process alive while listening, and the app stays reachable (so the
+    // garbage collector cannot close a listener whose app went out of scope); close()
+    // releases both.
+    LISTENING.add(this)
     this.#keepAlive = setInterval(() => {}, 1 << 30)
     const urlHost = bound.host.includes(':') ? `[${bound.host}]` : bound.host
     this.#address = { host: bound.host, port: bound.port, url: `http://${urlHost}:${bound.port}` }
@@ -243,10 +258,14 @@ export class Velithon {
         return Promise.reject(err)
       }
       const app = this.#native
+      const listening = this.#listening
       this.#closing = (async () => {
         try {
+          // A close() during listen() waits for the listener, then closes it.
+          if (listening) await listening.catch(() => undefined)
           if (app) await nativeAsync(() => app.close(graceMs))
         } finally {
+          LISTENING.delete(this)
           clearInterval(this.#keepAlive)
           this.#keepAlive = undefined
           this.#address = undefined

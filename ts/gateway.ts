@@ -42,7 +42,11 @@ export interface GatewayOptions {
   connectionPoolSize?: number
   /** Concurrent connections per upstream server; unlimited by default (as undici). */
   maxConnectionsPerHost?: number
-  /** How long an idle pooled connection is kept. Default `'60s'`. */
+  /**
+   * How long an idle pooled connection is kept. Default `'4s'` (as undici): below the
+   * 5 s idle timeout of Node's and Apache's servers, so the gateway drops an idle
+   * connection before the upstream closes it under a request.
+   */
   keepAliveTimeout?: Duration
   /** How long a request waits for a free connection when `maxConnectionsPerHost` is reached (503 after). Default `'30s'`. */
   connectionPoolTimeout?: Duration
@@ -95,7 +99,7 @@ export class Gateway {
     this.timeoutMs = duration(OWNER, 'timeout', opts.timeout, 30_000)
     const clientOptions = {
       connectTimeoutMs: duration(OWNER, 'connectTimeout', opts.connectTimeout, 10_000),
-      keepAliveTimeoutMs: duration(OWNER, 'keepAliveTimeout', opts.keepAliveTimeout, 60_000),
+      keepAliveTimeoutMs: duration(OWNER, 'keepAliveTimeout', opts.keepAliveTimeout, 4_000),
       connectionPoolSize: positiveInt(OWNER, 'connectionPoolSize', opts.connectionPoolSize, 100),
       maxConnectionsPerHost: positiveInt(OWNER, 'maxConnectionsPerHost', opts.maxConnectionsPerHost),
       connectionPoolTimeoutMs: duration(OWNER, 'connectionPoolTimeout', opts.connectionPoolTimeout, 30_000),

@@ -64,14 +64,18 @@ export class LoadBalancer {
       // little longer than the wrapper's own timeout (which answers '' first).
       native(() =>
         lb.setSelector((token, servers, ctx) => {
-          const answer = select(servers, {
-            method: ctx.method,
-            path: ctx.path,
-            headers: headerRecord(splitHeaders(ctx.headers)),
-            client: { address: ctx.clientAddress, port: ctx.clientPort },
-          })
-          if (typeof answer === 'string') lb.completeSelect(token, answer)
-          else void answer.then((url) => lb.completeSelect(token, url))
+          try {
+            const answer = select(servers, {
+              method: ctx.method,
+              path: ctx.path,
+              headers: headerRecord(splitHeaders(ctx.headers)),
+              client: { address: ctx.clientAddress, port: ctx.clientPort },
+            })
+            if (typeof answer === 'string') lb.completeSelect(token, answer)
+            else answer.then((url) => lb.completeSelect(token, url)).catch(() => lb.completeSelect(token, ''))
+          } catch {
+            lb.completeSelect(token, '') // never throw out of a bridge callback
+          }
         }, timeoutMs + 500),
       )
     }

@@ -31,8 +31,9 @@ export abstract class LoadBalancingStrategy {
 export class RoundRobinStrategy extends LoadBalancingStrategy {
   #next = 0
 
-  override get nativeKind(): string {
-    return 'round_robin'
+  override get nativeKind(): string | undefined {
+    // A subclass with its own selectServer is a user strategy, run in JS.
+    return this.selectServer === RoundRobinStrategy.prototype.selectServer ? 'round_robin' : undefined
   }
 
   /** The same rule in JS, for calling it yourself; the gateway uses the native one. */

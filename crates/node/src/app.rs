@@ -139,7 +139,9 @@ impl NativeApp {
         let reply = HandlerReply {
             status,
             headers,
-            body,
+            // Copied here, on the JS thread: a Buffer released on a data-plane thread
+            // would have to be sent back to this thread to be freed.
+            body: body.map(|b| bytes::Bytes::copy_from_slice(&b)),
             forwarded,
         };
         self.handlers

@@ -61,6 +61,18 @@ impl<T: Clone> Registry<T> {
     }
 }
 
+/// Removes a token from its registry when dropped.
+struct Forget<'a, T> {
+    replies: &'a Registry<T>,
+    token: u32,
+}
+
+impl<T> Drop for Forget<'_, T> {
+    fn drop(&mut self) {
+        self.replies.take(self.token);
+    }
+}
+
 type Tsfn<Args> = ThreadsafeFunction<Args, Unknown<'static>, Args, Status, false, true>;
 
 pub struct JsCallback<Args, Ret>
@@ -134,21 +146,23 @@ where
     pub async fn call(&self, make: impl FnOnce(u32) -> Args) -> Result<Ret, CallbackError> {
         let (tx, rx) = oneshot::channel();
         let token = self.replies.insert(tx);
+        // However this ends (answer, timeout, or the caller dropped because the client
+        // went away), the token leaves the registry.
+        let _forget = Forget {
+            replies: &self.replies,
+            token,
+        };
         let status = self
             .tsfn
             .call(make(token), ThreadsafeFunctionCallMode::NonBlocking);
         if status != Status::Ok {
-            self.replies.take(token);
             return Err(CallbackError::Closing);
         }
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(why))) => Err(CallbackError::Failed(why)),
             Ok(Err(_)) => Err(CallbackError::Failed("the answer was dropped".into())),
-            Err(_) => {
-                self.replies.take(token);
-                Err(CallbackError::Timeout)
-            }
+            Err(_) => Err(CallbackError::Timeout),
         }
     }
 

@@ -1,4 +1,5 @@
 //! Header rules of a forwarding proxy (RFC 9110 §7.6): hop-by-hop headers are dropped
+//! (`Trailer` is end-to-end: hyper sends only the trailers it names, so it must stay)
 //! in both directions, `X-Forwarded-*` are set, `Host` is the upstream's unless the
 //! route preserves it.
 
@@ -36,7 +37,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::PROXY_AUTHENTICATE);
     headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::UPGRADE);
     if headers.contains_key(header::TE) {
@@ -56,7 +56,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::TE
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
-        || name == header::TRAILER
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
         || name == KEEP_ALIVE

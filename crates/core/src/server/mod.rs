@@ -109,7 +109,12 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.request_header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 has no head timeout: pings find dead peers and idle connections.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let force_close = CancellationToken::new();
@@ -147,7 +152,16 @@ async fn accept_loop(
         let builder = builder.clone();
         let force_close = force_close.clone();
         let watcher = graceful.watcher();
+        let first_byte_timeout = settings.request_header_timeout;
         connections.spawn(async move {
+            // Telling HTTP/1 from HTTP/2 reads the first bytes with no timeout of its
+            // own: a client that connects and sends nothing is dropped after the
+            // request-head timeout (slowloris).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = watcher.watch(conn);
             tokio::select! {

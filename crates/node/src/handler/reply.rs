@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode};
-use napi::bindgen_prelude::Buffer;
 use velithon_core::body::{empty, full, ProxyBody};
 use velithon_core::{ErrorCode, GatewayError};
 
@@ -14,7 +13,7 @@ pub struct HandlerReply {
     pub status: u32,
     /// `name\nvalue\n…`
     pub headers: String,
-    pub body: Option<Buffer>,
+    pub body: Option<Bytes>,
     /// Send the upstream response `forwardRequest` produced for this request.
     pub forwarded: bool,
 }
@@ -40,7 +39,7 @@ impl HandlerReply {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| bad(format!("the handler returned status {}", self.status)))?;
         let body = match self.body {
-            Some(buf) if !buf.is_empty() => full(Bytes::copy_from_slice(&buf)),
+            Some(bytes) if !bytes.is_empty() => full(bytes),
             _ => empty(),
         };
         let mut res = Response::new(body);

@@ -218,13 +218,39 @@ fn header_pairs(flat: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>, Gatew
         .collect()
 }
 
+type DoneFn = Box<dyn FnOnce(Completion) + Send>;
+
+/// Delivers a completion exactly once: if the task is cancelled first (the data plane
+/// stopped), JS still hears of it, so no `await` in a handler waits forever.
+struct Done(Option<DoneFn>);
+
+impl Done {
+    fn send(mut self, completion: Completion) {
+        if let Some(done) = self.0.take() {
+            done(completion);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Completion::failed(GatewayError::new(
+                ErrorCode::Internal,
+                "the gateway stopped before this finished",
+            )));
+        }
+    }
+}
+
 impl RequestState {
     /// Reads the whole body (at most `maxBodySize`) on the data plane; the result goes
     /// to `done`. A later `forward` sends the same bytes.
     pub fn start_read_body(self: Arc<Self>, done: impl FnOnce(Completion) + Send + 'static) {
         let runtime = self.runtime.clone();
+        let done = Done(Some(Box::new(done)));
         runtime.spawn(async move {
-            done(match self.read_body().await {
+            done.send(match self.read_body().await {
                 Ok(bytes) => Completion {
                     ok: true,
                     status: 0,
@@ -248,8 +274,9 @@ impl RequestState {
         done: impl FnOnce(Completion) + Send + 'static,
     ) {
         let runtime = self.runtime.clone();
+        let done = Done(Some(Box::new(done)));
         runtime.spawn(async move {
-            done(match self.forward(&balancer, &client, options).await {
+            done.send(match self.forward(&balancer, &client, options).await {
                 Ok(head) => head,
                 Err(err) => Completion::failed(err),
             })
