@@ -1,6 +1,6 @@
-//! `NativeRequest`: a request a JS handler holds. Its body stays in Rust until JS reads
-//! it (`readBody`); `forward` sends it upstream from the data plane and keeps the
-//! upstream response (its body still streaming) for the handler's reply.
+//! `RequestState`: a request a JS handler works on, known to JS by id. Its body stays in
+//! Rust until JS reads it (`readBody`); `forward` sends it upstream from the data plane
+//! and keeps the upstream response (its body still streaming) for the handler's reply.
 
 use std::sync::{Arc, Mutex};
 
