@@ -105,6 +105,22 @@ http {
 `
 }
 
+/** A row served by bench/targets/velithon-js.mjs in `mode` (handler | strategy). */
+function velithonJsTarget(name, mode, describe) {
+  return {
+    name,
+    describe,
+    path: '/',
+    available(ctx) {
+      return ctx.velithonReady === true ? true : ctx.velithonReady
+    },
+    async start(ctx) {
+      return startNodeTarget(ctx, name, 'velithon-js.mjs', [ctx.upstream.url, mode, String(ctx.options.velithonWorkers)])
+    },
+    stop: stopPids,
+  }
+}
+
 export const TARGETS = [
   {
     name: 'direct',
@@ -128,30 +144,16 @@ export const TARGETS = [
     },
     stop: stopPids,
   },
-  {
-    name: 'velithon-js',
-    describe: 'Velithon, workerThreads: 1, a JS handler returning gateway.forwardRequest(request) (one JS call per request)',
-    path: '/',
-    available(ctx) {
-      return ctx.velithonReady === true ? true : ctx.velithonReady
-    },
-    async start(ctx) {
-      return startNodeTarget(ctx, 'velithon-js', 'velithon-js.mjs', [ctx.upstream.url, 'handler', String(ctx.options.velithonWorkers)])
-    },
-    stop: stopPids,
-  },
-  {
-    name: 'velithon-strategy',
-    describe: 'Velithon, workerThreads: 1, a pure route whose LoadBalancer has a custom JS strategy (bridge call per request)',
-    path: '/',
-    available(ctx) {
-      return ctx.velithonReady === true ? true : ctx.velithonReady
-    },
-    async start(ctx) {
-      return startNodeTarget(ctx, 'velithon-strategy', 'velithon-js.mjs', [ctx.upstream.url, 'strategy', String(ctx.options.velithonWorkers)])
-    },
-    stop: stopPids,
-  },
+  velithonJsTarget(
+    'velithon-js',
+    'handler',
+    'Velithon, workerThreads: 1, a JS handler returning gateway.forwardRequest(request) (one JS call per request)',
+  ),
+  velithonJsTarget(
+    'velithon-strategy',
+    'strategy',
+    'Velithon, workerThreads: 1, a pure route whose LoadBalancer has a custom JS strategy (bridge call per request)',
+  ),
   {
     name: 'http-proxy',
     describe: 'node http-proxy 1.18.1, keep-alive http.Agent (maxSockets 128)',
