@@ -187,8 +187,13 @@ export function send(url: string, options: SendOptions = {}): Promise<Reply> {
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${url}: no answer within ${timeoutMs} ms`)))
     req.on('error', reject)
     if (Array.isArray(body)) {
-      for (const chunk of body) req.write(chunk)
-      req.end()
+      // Chunked: write piece by piece, honouring back-pressure.
+      ;(async () => {
+        for (const chunk of body) {
+          if (!req.write(chunk)) await once(req, 'drain')
+        }
+        req.end()
+      })().catch(reject)
     } else {
       req.end(body)
     }
