@@ -6,7 +6,7 @@
 //   node scripts/build-native.cjs --debug      debug build (faster to compile)
 //   node scripts/build-native.cjs --if-missing skip when a prebuilt or local addon exists
 const { spawnSync } = require('node:child_process')
-const { copyFileSync, existsSync } = require('node:fs')
+const { copyFileSync, existsSync, renameSync } = require('node:fs')
 const { join } = require('node:path')
 
 const root = join(__dirname, '..')
@@ -71,5 +71,7 @@ const file =
       ? 'libvelithon_gateway.dylib'
       : 'libvelithon_gateway.so'
 const src = join(targetDir, profile, file)
-copyFileSync(src, dest)
+// Copy, then rename over: a process that has the old addon loaded keeps its inode.
+copyFileSync(src, `${dest}.tmp`)
+renameSync(`${dest}.tmp`, dest)
 console.log(`velithon-gateway: wrote ${dest}`)

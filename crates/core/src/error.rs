@@ -25,6 +25,8 @@ pub enum ErrorCode {
     UpstreamProtocol,
     /// The load balancer had no server to offer.
     NoHealthyUpstream,
+    /// Every server that is up has its circuit breaker open.
+    CircuitOpen,
     /// Waited `connectionPoolTimeout` for a connection slot to the upstream.
     PoolTimeout,
     /// The request body is larger than the limit of whoever must buffer it.
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "VG_UPSTREAM_TIMEOUT",
             ErrorCode::UpstreamProtocol => "VG_UPSTREAM_PROTOCOL",
             ErrorCode::NoHealthyUpstream => "VG_NO_HEALTHY_UPSTREAM",
+            ErrorCode::CircuitOpen => "VG_CIRCUIT_OPEN",
             ErrorCode::PoolTimeout => "VG_POOL_TIMEOUT",
             ErrorCode::BodyTooLarge => "VG_BODY_TOO_LARGE",
             ErrorCode::CallbackFailed => "VG_CALLBACK_FAILED",
@@ -70,7 +73,7 @@ impl ErrorCode {
             ErrorCode::UpstreamConnect | ErrorCode::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout | ErrorCode::CallbackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::NoHealthyUpstream | ErrorCode::PoolTimeout => {
+            ErrorCode::NoHealthyUpstream | ErrorCode::CircuitOpen | ErrorCode::PoolTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::CallbackFailed
@@ -91,6 +94,7 @@ impl ErrorCode {
             | ErrorCode::UpstreamTimeout
             | ErrorCode::UpstreamProtocol
             | ErrorCode::NoHealthyUpstream
+            | ErrorCode::CircuitOpen
             | ErrorCode::PoolTimeout => Blame::Upstream,
             ErrorCode::CallbackFailed
             | ErrorCode::CallbackTimeout

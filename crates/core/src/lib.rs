@@ -8,8 +8,11 @@ pub mod balancer;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod proxy;
+pub mod resilience;
 pub mod router;
 pub mod server;
+pub mod status_set;
 
 pub use error::{ErrorCode, GatewayError};

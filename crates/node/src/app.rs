@@ -22,6 +22,7 @@ use crate::errors::{coded, invalid, to_napi};
 use crate::handler::{
     CompleteArgs, DispatchArgs, HandlerBridge, HandlerReply, JsForwardOptions, JsRouteHandler,
 };
+use crate::retry::NativeRetryPolicy;
 
 #[napi(object)]
 pub struct AppOptions {
@@ -166,6 +167,7 @@ impl NativeApp {
         token: u32,
         balancer: &NativeLoadBalancer,
         client: &NativeClient,
+        retry: &NativeRetryPolicy,
         options: JsForwardOptions,
     ) -> napi::Result<()> {
         let (bridge, state) = self.request(request_id)?;
@@ -173,6 +175,7 @@ impl NativeApp {
             balancer.inner.clone(),
             client.inner.clone(),
             options,
+            Some(retry.inner.clone()),
             move |done| bridge.complete(token, done),
         );
         Ok(())
@@ -197,6 +200,7 @@ impl NativeApp {
         methods: Option<Vec<String>>,
         balancer: &NativeLoadBalancer,
         client: &NativeClient,
+        retry: &NativeRetryPolicy,
         options: ProxyRouteOptions,
     ) -> napi::Result<()> {
         let route = ProxyRoute {
@@ -205,6 +209,7 @@ impl NativeApp {
             strip_path: options.strip_path,
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
+            retry: Some(retry.inner.clone()),
         };
         self.add_route(pattern, methods, RouteSpec::Proxy(route))
     }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use http::uri::{Authority, Scheme, Uri};
 
+use super::state::ServerState;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrlError(pub String);
 
@@ -15,8 +17,7 @@ impl fmt::Display for UpstreamUrlError {
 
 impl std::error::Error for UpstreamUrlError {}
 
-/// An upstream server: `http(s)://host:port[/base]`.
-#[derive(Debug)]
+/// An upstream server: `http(s)://host:port[/base]`, and its runtime state.
 pub struct Upstream {
     url: String,
     scheme: Scheme,
@@ -25,10 +26,23 @@ pub struct Upstream {
     host_header: http::HeaderValue,
     /// A path every forwarded path is put under, without a trailing '/'. Often empty.
     base_path: String,
+    /// In-flight count, latency, health, breaker: shared by all requests to this server.
+    pub state: ServerState,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream").field("url", &self.url).finish()
+    }
 }
 
 impl Upstream {
     pub fn parse(url: &str) -> Result<Self, UpstreamUrlError> {
+        Self::parse_weighted(url, 1)
+    }
+
+    /// Parses `url`; `weight` (≥ 1) is what `WeightedStrategy` gives it.
+    pub fn parse_weighted(url: &str, weight: u32) -> Result<Self, UpstreamUrlError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| UpstreamUrlError(format!("upstream URL {url:?} is not a URL: {e}")))?;
@@ -64,6 +78,7 @@ impl Upstream {
             authority,
             host_header,
             base_path,
+            state: ServerState::with_weight(weight),
         })
     }
 

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 
+use super::client_body_error;
+
 type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
 
 struct Upstream1 {
@@ -170,6 +172,10 @@ fn still_open(link: &mut Upstream1) -> bool {
 }
 
 fn protocol_error(err: hyper::Error) -> GatewayError {
+    if err.is_user() {
+        // Our side of the exchange failed: the client's request body broke off.
+        return client_body_error(err);
+    }
     GatewayError::new(
         ErrorCode::UpstreamProtocol,
         "the upstream connection failed before a response arrived",

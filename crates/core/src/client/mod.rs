@@ -200,11 +200,29 @@ pub fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
         )
         .with_cause(err);
     }
+    let ours = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user);
+    if ours {
+        return client_body_error(err);
+    }
     GatewayError::new(
         ErrorCode::UpstreamProtocol,
         "the upstream connection failed before a response arrived",
     )
     .with_cause(err)
+}
+
+/// The client's request body failed while it was sent upstream (the client went away
+/// mid-upload): the client's doing, so breakers and retries leave it alone.
+pub(crate) fn client_body_error(
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::BadRequest,
+        "the client's request body broke off before it was sent",
+    )
+    .with_cause(cause)
 }
 
 fn has_timeout_cause(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -2,7 +2,10 @@
 //! Nothing is buffered: the client's body is the upstream request's body and the
 //! upstream's body is the client response's body.
 
+mod attempts;
 mod headers;
+mod replay;
+mod retry;
 mod trust;
 
 use std::sync::Arc;
@@ -11,10 +14,13 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 
+pub use attempts::{forward_balanced, FirstPick};
 pub use headers::{remove_hop_by_hop, set_forwarded};
+pub use replay::Replay;
+pub use retry::{is_idempotent, AttemptReport, DecideFuture, RetryDecider, RetryPolicy};
 pub use trust::{ConnInfo, TrustedProxies};
 
-use crate::balancer::{LoadBalancer, PickContext, Upstream};
+use crate::balancer::{LoadBalancer, Upstream};
 use crate::body::ProxyBody;
 use crate::client::UpstreamClient;
 use crate::error::{ErrorCode, GatewayError};
@@ -28,11 +34,14 @@ pub struct ProxyRoute {
     pub strip_path: bool,
     /// Send the client's `Host` instead of the upstream's.
     pub preserve_host: bool,
-    /// How long to wait for the upstream's response head.
+    /// How long to wait for the upstream's response head (all attempts together).
     pub timeout: Duration,
+    /// Retries; `None` sends each request once.
+    pub retry: Option<Arc<RetryPolicy>>,
 }
 
 /// How one request is sent to one upstream server.
+#[derive(Clone, Copy)]
 pub struct ForwardOptions<'a> {
     /// Strip the part of the path before this pattern's `{…:path}` (stripPath).
     pub strip: Option<&'a Pattern>,
@@ -49,26 +58,23 @@ pub async fn forward(
     req: Request<ProxyBody>,
     conn: &ConnInfo,
 ) -> Response<ProxyBody> {
-    let result = async {
-        let upstream = route
-            .balancer
-            .pick_async(&PickContext {
-                method: req.method(),
-                path: req.uri().path(),
-                headers: req.headers(),
-                client: Some(conn.peer),
-            })
-            .await?;
-        let options = ForwardOptions {
-            strip: route.strip_path.then_some(pattern),
-            preserve_host: route.preserve_host,
-            timeout: route.timeout,
-            extra_headers: &[],
-        };
-        send_upstream(&upstream, &route.client, req, conn, &options).await
-    }
-    .await;
-    result.unwrap_or_else(|err| err.to_response())
+    let options = ForwardOptions {
+        strip: route.strip_path.then_some(pattern),
+        preserve_host: route.preserve_host,
+        timeout: route.timeout,
+        extra_headers: &[],
+    };
+    forward_balanced(
+        &route.balancer,
+        &route.client,
+        req,
+        conn,
+        &options,
+        route.retry.as_deref(),
+        FirstPick::Balancer,
+    )
+    .await
+    .unwrap_or_else(|err| err.to_response())
 }
 
 /// Sends one request to `upstream` and returns the response head, its body streaming.

@@ -210,6 +210,7 @@ pub fn proxy_route(urls: &[String], settings: ClientSettings) -> ProxyRoute {
         strip_path: false,
         preserve_host: false,
         timeout: Duration::from_secs(10),
+        retry: None,
     }
 }
 

@@ -11,9 +11,9 @@ use http_body_util::BodyExt;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use tokio::runtime::Handle;
-use velithon_core::balancer::{LoadBalancer, PickContext};
+use velithon_core::balancer::LoadBalancer;
 use velithon_core::body::{full, ProxyBody};
-use velithon_core::proxy::{send_upstream, ConnInfo, ForwardOptions};
+use velithon_core::proxy::{forward_balanced, ConnInfo, FirstPick, ForwardOptions, RetryPolicy};
 use velithon_core::server::HandlerRequest;
 use velithon_core::{ErrorCode, GatewayError};
 
@@ -271,12 +271,16 @@ impl RequestState {
         balancer: Arc<LoadBalancer>,
         client: Arc<UpstreamClient>,
         options: JsForwardOptions,
+        retry: Option<Arc<RetryPolicy>>,
         done: impl FnOnce(Completion) + Send + 'static,
     ) {
         let runtime = self.runtime.clone();
         let done = Done(Some(Box::new(done)));
         runtime.spawn(async move {
-            done.send(match self.forward(&balancer, &client, options).await {
+            let forwarded = self
+                .forward(&balancer, &client, options, retry.as_deref())
+                .await;
+            done.send(match forwarded {
                 Ok(head) => head,
                 Err(err) => Completion::failed(err),
             })
@@ -285,25 +289,12 @@ impl RequestState {
 
     async fn forward(
         &self,
-        balancer: &LoadBalancer,
+        balancer: &Arc<LoadBalancer>,
         client: &UpstreamClient,
         options: JsForwardOptions,
+        retry: Option<&RetryPolicy>,
     ) -> Result<Completion, GatewayError> {
         let extra = header_pairs(&options.additional_headers)?;
-        let ctx = PickContext {
-            method: &self.method,
-            path: self.uri.path(),
-            headers: &self.headers,
-            client: Some(self.conn.peer),
-        };
-        // A server the JS strategy chose; '' or an unknown one falls back.
-        let upstream = match options.server.as_deref() {
-            None => balancer.pick_async(&ctx).await?,
-            Some(url) => match balancer.servers().iter().find(|s| s.url() == url) {
-                Some(u) => u.clone(),
-                None => balancer.pick_fallback(&ctx)?,
-            },
-        };
         let mut req = Request::new(self.body_for_forward().await?);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
@@ -315,7 +306,12 @@ impl RequestState {
             timeout: millis(options.timeout_ms),
             extra_headers: &extra,
         };
-        let res = send_upstream(&upstream, client, req, &self.conn, &opts).await?;
+        // A server the JS strategy chose; '' or an unknown one falls back.
+        let first = match options.server.as_deref() {
+            None => FirstPick::Balancer,
+            Some(url) => FirstPick::Named(url),
+        };
+        let res = forward_balanced(balancer, client, req, &self.conn, &opts, retry, first).await?;
         let headers = latin1::joined(
             res.headers()
                 .iter()
