@@ -265,6 +265,8 @@ export class Velithon {
           if (listening) await listening.catch(() => undefined)
           if (app) await nativeAsync(() => app.close(graceMs))
         } finally {
+          // The gateways mounted here stop their health checks and discovery.
+          for (const route of this.#routes) if (route.kind === 'router') GatewayRouter.closeOf(route.router)
           LISTENING.delete(this)
           clearInterval(this.#keepAlive)
           this.#keepAlive = undefined
@@ -334,7 +336,7 @@ export class Velithon {
 function addRoute(app: NativeApp, prefix: string, route: RouteDefinition): void {
   const path = prefix + route.path
   native(() =>
-    app.addProxyRoute(path, route.methods, route.balancer, route.client, {
+    app.addProxyRoute(path, route.methods, route.balancer, route.client, route.retry, {
       stripPath: route.stripPath,
       preserveHost: route.preserveHost,
       timeoutMs: route.timeoutMs,

@@ -5,7 +5,15 @@
  * answer to Rust is a plain synchronous native call: no Promise crosses the FFI.
  */
 import { fromNative } from './errors'
-import type { Completion, HandlerReply, NativeApp, NativeClient, NativeForwardOptions, NativeLoadBalancer } from './native'
+import type {
+  Completion,
+  HandlerReply,
+  NativeApp,
+  NativeClient,
+  NativeForwardOptions,
+  NativeLoadBalancer,
+  NativeRetryPolicy,
+} from './native'
 
 interface Waiter {
   resolve(c: Completion): void
@@ -43,9 +51,10 @@ export class HandlerBridge {
     requestId: number,
     balancer: NativeLoadBalancer,
     client: NativeClient,
+    retry: NativeRetryPolicy,
     options: NativeForwardOptions,
   ): Promise<Completion> {
-    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, options))
+    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, retry, options))
   }
 
   #ask(start: (token: number) => void): Promise<Completion> {

@@ -29,12 +29,18 @@ export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
 /** The base class of every error this package throws. */
 export class VelithonError extends Error {
   readonly code: ErrorCode
+  /** For 503s: seconds until trying again makes sense (sent as `Retry-After`). */
+  retryAfter: number | undefined
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'VelithonError'
     this.code = code
+    const after = RETRY_AFTER.exec(message)
+    this.retryAfter = after ? Number(after[1]) : undefined
   }
 }
+
+const RETRY_AFTER = /\(retry after (\d+) s\)/
 
 /** An option had a value the gateway cannot use; the message names the option. */
 export class ConfigError extends VelithonError {

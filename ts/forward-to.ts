@@ -4,6 +4,7 @@ import type { ForwardedResponse } from './http/response'
 import { native } from './errors'
 import { nativeBinding, type NativeLoadBalancer } from './native'
 import { upstreamUrl } from './options'
+import { RetryConfig } from './resilience/retry-config'
 
 let defaultGateway: Gateway | undefined
 const balancers = new Map<string, NativeLoadBalancer>()
@@ -20,8 +21,8 @@ export function forwardTo(url: string, request: Request, options: ForwardOptions
   let balancer = balancers.get(url)
   if (!balancer) {
     const { NativeLoadBalancer } = nativeBinding()
-    balancer = native(() => new NativeLoadBalancer([url], 'round_robin'))
+    balancer = native(() => new NativeLoadBalancer([url], [], 'round_robin', null))
     balancers.set(url, balancer)
   }
-  return forwardWith(owner, request, balancer, Gateway.clientOf(defaultGateway), options, defaultGateway.timeoutMs, undefined)
+  return forwardWith(owner, request, balancer, Gateway.clientOf(defaultGateway), RetryConfig.policyOf(undefined), options, defaultGateway.timeoutMs, undefined)
 }

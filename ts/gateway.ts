@@ -6,6 +6,7 @@ import {
   duration,
   knownKeys,
   methods,
+  numberIn,
   object,
   positiveInt,
   routePattern,
@@ -18,7 +19,10 @@ import { native } from './errors'
 import { Request } from './http/request'
 import { ForwardedResponse } from './http/response'
 import { headerRecord } from './load-balancer'
-import type { NativeForwardOptions, NativeLoadBalancer } from './native'
+import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy } from './native'
+import { CircuitBreaker } from './resilience/circuit-breaker'
+import { RetryConfig } from './resilience/retry-config'
+import type { UpstreamStatus } from './load-balancer'
 
 const EMPTY: ForwardOptions = Object.freeze({})
 
@@ -50,6 +54,14 @@ export interface GatewayOptions {
   keepAliveTimeout?: Duration
   /** How long a request waits for a free connection when `maxConnectionsPerHost` is reached (503 after). Default `'30s'`. */
   connectionPoolTimeout?: Duration
+  /** A circuit breaker per server, for every load balancer this gateway uses that has none of its own. */
+  circuitBreaker?: CircuitBreaker
+  /** Retries for this gateway's routes and `forwardRequest`. None by default. */
+  retryConfig?: RetryConfig
+  /** Shorthand for `retryConfig: new RetryConfig({ maxAttempts: retryAttempts })`. */
+  retryAttempts?: number
+  /** With `retryAttempts`: the backoff factor. Default 2. */
+  retryBackoffFactor?: number
 }
 
 export interface GatewayRouteOptions {
@@ -63,9 +75,14 @@ export interface GatewayRouteOptions {
   stripPath?: boolean
   /** Send the client's `Host` header instead of the upstream's. Default false. */
   preserveHost?: boolean
-  /** This route's upstream timeout; the gateway's by default. */
+  /** This route's upstream timeout (all attempts together); the gateway's by default. */
   timeout?: Duration
+  /** This route's retries; the gateway's by default, `false` for none. */
+  retryConfig?: RetryConfig | false
 }
+
+/** A breaker's state, for status pages. */
+export type CircuitBreakerStatus = NonNullable<UpstreamStatus['breaker']>
 
 const OWNER = 'Gateway'
 const KNOWN = [
@@ -76,8 +93,12 @@ const KNOWN = [
   'maxConnectionsPerHost',
   'keepAliveTimeout',
   'connectionPoolTimeout',
+  'circuitBreaker',
+  'retryConfig',
+  'retryAttempts',
+  'retryBackoffFactor',
 ] as const
-const ROUTE_KNOWN = ['loadBalancer', 'upstream', 'methods', 'stripPath', 'preserveHost', 'timeout'] as const
+const ROUTE_KNOWN = ['loadBalancer', 'upstream', 'methods', 'stripPath', 'preserveHost', 'timeout', 'retryConfig'] as const
 
 function loadBalancerOption(owner: string, value: unknown): LoadBalancer | undefined {
   if (value === undefined || value instanceof LoadBalancer) return value
@@ -88,9 +109,15 @@ function loadBalancerOption(owner: string, value: unknown): LoadBalancer | undef
 export class Gateway {
   readonly loadBalancer: LoadBalancer | undefined
   readonly timeoutMs: number
+  readonly circuitBreaker: CircuitBreaker | undefined
+  readonly retryConfig: RetryConfig | undefined
   #client: NativeClient
   #routes: RouteDefinition[] = []
-  #router = new GatewayRouter(this.#routes)
+  #router = new GatewayRouter(this.#routes, () => this.close())
+  /** The one-server balancers of `upstream:` routes, by URL (one breaker per server). */
+  #upstreams = new Map<string, NativeLoadBalancer>()
+  /** Every balancer this gateway forwards to, for status and close. */
+  #balancers = new Map<NativeLoadBalancer, LoadBalancer | undefined>()
 
   constructor(options: GatewayOptions = {}) {
     const opts = object(OWNER, options)
@@ -104,8 +131,45 @@ export class Gateway {
       maxConnectionsPerHost: positiveInt(OWNER, 'maxConnectionsPerHost', opts.maxConnectionsPerHost),
       connectionPoolTimeoutMs: duration(OWNER, 'connectionPoolTimeout', opts.connectionPoolTimeout, 30_000),
     }
+    this.circuitBreaker = breakerOption(OWNER, opts.circuitBreaker)
+    this.retryConfig = retryOption(opts)
     const { NativeClient } = nativeBinding()
     this.#client = native(() => new NativeClient(clientOptions))
+    if (this.loadBalancer) this.#use(this.loadBalancer)
+  }
+
+  /** Registers a balancer this gateway forwards to; gives it the gateway's breaker if it has none. */
+  #use(lb: LoadBalancer | NativeLoadBalancer): NativeLoadBalancer {
+    const nativeLb = lb instanceof LoadBalancer ? LoadBalancer.nativeOf(lb) : lb
+    if (!this.#balancers.has(nativeLb)) {
+      this.#balancers.set(nativeLb, lb instanceof LoadBalancer ? lb : undefined)
+      const breaker = this.circuitBreaker
+      if (breaker && !nativeLb.hasCircuitBreaker()) native(() => nativeLb.setCircuitBreaker(breaker.native))
+    }
+    return nativeLb
+  }
+
+  /** Every upstream server's state (availability, in-flight requests, latency, health, breaker), by URL. */
+  getUpstreamStatus(): Record<string, UpstreamStatus> {
+    const out: Record<string, UpstreamStatus> = {}
+    for (const lb of this.#balancers.keys()) {
+      for (const status of lb.status()) out[status.url] = status
+    }
+    return out
+  }
+
+  /** The circuit breaker of every upstream server that has one, by URL: state, counts, time until half-open. */
+  getCircuitBreakerStatus(): Record<string, CircuitBreakerStatus> {
+    const out: Record<string, CircuitBreakerStatus> = {}
+    for (const [url, status] of Object.entries(this.getUpstreamStatus())) {
+      if (status.breaker) out[url] = status.breaker
+    }
+    return out
+  }
+
+  /** Stops the health checks and discovery of the load balancers this gateway uses (idempotent). */
+  close(): void {
+    for (const lb of this.#balancers.values()) lb?.close()
   }
 
   /**
@@ -121,11 +185,16 @@ export class Gateway {
     if (lb && opts.upstream !== undefined) {
       throw new ConfigError('upstream', `${owner}: give "loadBalancer" or "upstream", not both`)
     }
-    let balancer
+    let balancer: NativeLoadBalancer
     if (opts.upstream !== undefined) {
       const url = upstreamUrl(owner, 'upstream', opts.upstream)
-      const { NativeLoadBalancer } = nativeBinding()
-      balancer = native(() => new NativeLoadBalancer([url], 'round_robin'))
+      let single = this.#upstreams.get(url)
+      if (!single) {
+        const { NativeLoadBalancer } = nativeBinding()
+        single = native(() => new NativeLoadBalancer([url], [], 'round_robin', null))
+        this.#upstreams.set(url, single)
+      }
+      balancer = this.#use(single)
     } else {
       const chosen = lb ?? this.loadBalancer
       if (!chosen) {
@@ -134,14 +203,16 @@ export class Gateway {
           `${owner}: needs a "loadBalancer" or an "upstream" (the Gateway has no default loadBalancer)`,
         )
       }
-      balancer = LoadBalancer.nativeOf(chosen)
+      balancer = this.#use(chosen)
     }
+    const retry = opts.retryConfig === false ? undefined : (retryConfigValue(owner, opts.retryConfig) ?? this.retryConfig)
     this.#routes.push({
       kind: 'proxy',
       path,
       methods: methods(owner, 'methods', opts.methods),
       balancer,
       client: this.#client,
+      retry: RetryConfig.policyOf(retry),
       stripPath: boolean(owner, 'stripPath', opts.stripPath, false),
       preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
       timeoutMs: duration(owner, 'timeout', opts.timeout, this.timeoutMs),
@@ -176,7 +247,7 @@ export class Gateway {
         client: request.client,
       })
     }
-    return forwardWith(owner, request, LoadBalancer.nativeOf(lb), this.#client, options, this.timeoutMs, server)
+    return forwardWith(owner, request, this.#use(lb), this.#client, RetryConfig.policyOf(this.retryConfig), options, this.timeoutMs, server)
   }
 
   /** @internal */
@@ -196,6 +267,7 @@ export async function forwardWith(
   request: Request,
   balancer: NativeLoadBalancer,
   client: NativeClient,
+  retry: NativeRetryPolicy,
   options: ForwardOptions,
   defaultTimeoutMs: number,
   server: string | undefined,
@@ -215,8 +287,33 @@ export async function forwardWith(
     }
   }
   const { bridge, id } = Request.handleOf(request)
-  const head = await bridge.forward(id, balancer, client, nativeOptions)
+  const head = await bridge.forward(id, balancer, client, retry, nativeOptions)
   return new ForwardedResponse(request, head)
+}
+
+function breakerOption(owner: string, value: unknown): CircuitBreaker | undefined {
+  if (value === undefined || value instanceof CircuitBreaker) return value
+  throw new ConfigError('circuitBreaker', `${owner}: option "circuitBreaker" must be a CircuitBreaker, got ${show(value)}`)
+}
+
+function retryConfigValue(owner: string, value: unknown): RetryConfig | undefined {
+  if (value === undefined || value instanceof RetryConfig) return value
+  throw new ConfigError('retryConfig', `${owner}: option "retryConfig" must be a RetryConfig${owner === OWNER ? '' : ' or false'}, got ${show(value)}`)
+}
+
+function retryOption(opts: Record<string, unknown>): RetryConfig | undefined {
+  const config = retryConfigValue(OWNER, opts.retryConfig)
+  if (opts.retryAttempts === undefined && opts.retryBackoffFactor === undefined) return config
+  if (config) {
+    throw new ConfigError('retryAttempts', `${OWNER}: give "retryConfig" or "retryAttempts"/"retryBackoffFactor", not both`)
+  }
+  if (opts.retryAttempts === undefined) {
+    throw new ConfigError('retryBackoffFactor', `${OWNER}: option "retryBackoffFactor" needs "retryAttempts"`)
+  }
+  return new RetryConfig({
+    maxAttempts: positiveInt(OWNER, 'retryAttempts', opts.retryAttempts, 1),
+    backoffFactor: numberIn(OWNER, 'retryBackoffFactor', opts.retryBackoffFactor, 1, 100, 2),
+  })
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/

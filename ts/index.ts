@@ -11,13 +11,25 @@ export {
   type HandlerResult,
   type ErrorHook,
 } from './app'
-export { Gateway, type GatewayOptions, type GatewayRouteOptions, type ForwardOptions } from './gateway'
+export { Gateway, type GatewayOptions, type GatewayRouteOptions, type ForwardOptions, type CircuitBreakerStatus } from './gateway'
 export { forwardTo } from './forward-to'
 export { Request, type ClientAddress } from './http/request'
 export { Response, JSONResponse, ForwardedResponse, type ResponseInit, type HeadersInit } from './http/response'
 export { GatewayRouter } from './router'
-export { LoadBalancer, type LoadBalancerOptions } from './load-balancer'
-export { LoadBalancingStrategy, RoundRobinStrategy, type RequestContext } from './strategies'
+export { LoadBalancer, type LoadBalancerOptions, type ServerEntry, type UpstreamStatus } from './load-balancer'
+export {
+  LoadBalancingStrategy,
+  RoundRobinStrategy,
+  RandomStrategy,
+  WeightedStrategy,
+  LeastConnectionsStrategy,
+  PowerOfTwoChoicesStrategy,
+  ConsistentHashStrategy,
+  type HashKey,
+  type RequestContext,
+} from './strategies'
+export * from './resilience'
+export * from './discovery'
 export {
   VelithonError,
   ConfigError,

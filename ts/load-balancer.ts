@@ -1,47 +1,105 @@
 import { ConfigError, ErrorCodes, VelithonError, callHook, native } from './errors'
-import { nativeBinding, splitHeaders, type NativeLoadBalancer } from './native'
-import { duration, knownKeys, object, show, upstreamUrl, type Duration } from './options'
-import { LoadBalancingStrategy, RoundRobinStrategy, type RequestContext } from './strategies'
+import { followDiscovery, type DiscoveryFollower, type DiscoveryStatus, type ServiceDiscovery } from './discovery'
+import { nativeBinding, splitHeaders, type NativeLoadBalancer, type NativeServerStatus } from './native'
+import { duration, knownKeys, object, positiveDuration, positiveInt, show, upstreamUrl, type Duration } from './options'
+import { CircuitBreaker } from './resilience/circuit-breaker'
+import { HealthChecker } from './resilience/health-checker'
+import { OutlierDetection } from './resilience/outlier-detection'
+import {
+  ConsistentHashStrategy,
+  LoadBalancingStrategy,
+  RoundRobinStrategy,
+  WeightedStrategy,
+  weightOf,
+  type RequestContext,
+} from './strategies'
+
+/** A server URL, or a URL with its weight (read by `WeightedStrategy`). */
+export type ServerEntry = string | { url: string; weight?: number }
 
 export interface LoadBalancerOptions {
   /** Upstream server URLs, e.g. `'http://127.0.0.1:9001'`. A path is put before every forwarded path. */
-  upstreamServers: string[]
+  upstreamServers?: ServerEntry[]
   /** How a server is picked; round robin by default. */
   strategy?: LoadBalancingStrategy
-  /** How long a custom strategy's `selectServer` may take before round robin picks. Default `'1s'`. */
+  /** How long a custom strategy's `selectServer` may take before the built-in pick. Default `'1s'`. */
   strategyTimeout?: Duration
-  /** Told (once per balancer) when a custom strategy fails; default: console.error. */
+  /** Told when a custom strategy fails (once per balancer) or service discovery fails (once per outage); default: console.error. */
   onError?: (error: unknown) => void
+  /** Active health checks of every server. */
+  healthChecker?: HealthChecker
+  /** Shorthand for `healthChecker: new HealthChecker({ checkInterval })`. */
+  healthCheckInterval?: Duration
+  /** A circuit breaker per server. */
+  circuitBreaker?: CircuitBreaker
+  /** Shorthand for `circuitBreaker: new CircuitBreaker({ failureThreshold })`. */
+  circuitBreakerThreshold?: number
+  /** Passive health checks on live traffic (eject servers that keep failing). */
+  outlierDetection?: OutlierDetection
+  /** Where the servers come from, instead of `upstreamServers`: followed for changes. */
+  discovery?: ServiceDiscovery
+  /** The service to follow in `discovery`. */
+  service?: string
 }
 
 const OWNER = 'LoadBalancer'
-const KNOWN = ['upstreamServers', 'strategy', 'strategyTimeout', 'onError'] as const
+const KNOWN = [
+  'upstreamServers',
+  'strategy',
+  'strategyTimeout',
+  'onError',
+  'healthChecker',
+  'healthCheckInterval',
+  'circuitBreaker',
+  'circuitBreakerThreshold',
+  'outlierDetection',
+  'discovery',
+  'service',
+] as const
 
-function serverList(value: unknown): string[] {
-  if (!Array.isArray(value) || value.length === 0) {
-    throw new ConfigError(
-      'upstreamServers',
-      `${OWNER}: option "upstreamServers" must be a non-empty array of URLs, got ${show(value)}`,
-    )
+/** One server's state, for status pages. */
+export interface UpstreamStatus extends NativeServerStatus {}
+
+function entries(value: unknown, option: string, allowEmpty: boolean, weights?: Readonly<Record<string, number>>): [string[], number[]] {
+  if (!Array.isArray(value) || (value.length === 0 && !allowEmpty)) {
+    throw new ConfigError(option, `${OWNER}: option "${option}" must be a non-empty array of URLs, got ${show(value)}`)
   }
-  const list = value.map((v, i) => upstreamUrl(OWNER, `upstreamServers[${i}]`, v))
-  const dup = list.find((u, i) => list.indexOf(u) !== i)
+  const urls: string[] = []
+  const ws: number[] = []
+  value.forEach((entry: unknown, i) => {
+    const name = `${option}[${i}]`
+    if (entry !== null && typeof entry === 'object' && !Array.isArray(entry)) {
+      const e = entry as Record<string, unknown>
+      knownKeys(OWNER, e, ['url', 'weight'])
+      const url = upstreamUrl(OWNER, `${name}.url`, e.url)
+      urls.push(url)
+      ws.push(e.weight === undefined ? (weights?.[url] ?? 1) : weightOf(OWNER, url, e.weight))
+    } else {
+      const url = upstreamUrl(OWNER, name, entry)
+      urls.push(url)
+      ws.push(weights?.[url] ?? 1)
+    }
+  })
+  const dup = urls.find((u, i) => urls.indexOf(u) !== i)
   if (dup) {
-    throw new ConfigError('upstreamServers', `${OWNER}: option "upstreamServers" lists ${show(dup)} twice`)
+    throw new ConfigError(option, `${OWNER}: option "${option}" lists ${show(dup)} twice`)
   }
-  return list
+  return [urls, ws]
 }
 
 /** A set of upstream servers and the strategy that picks one per request. */
 export class LoadBalancer {
   readonly strategy: LoadBalancingStrategy
+  readonly healthChecker: HealthChecker | undefined
+  readonly circuitBreaker: CircuitBreaker | undefined
   #native: NativeLoadBalancer
   #select: Select | undefined
+  #follower: DiscoveryFollower | undefined
+  #closed = false
 
   constructor(options: LoadBalancerOptions) {
     const opts = object(OWNER, options)
     knownKeys(OWNER, opts, KNOWN)
-    const servers = serverList(opts.upstreamServers)
     const strategy = opts.strategy ?? new RoundRobinStrategy()
     if (!(strategy instanceof LoadBalancingStrategy)) {
       throw new ConfigError(
@@ -49,17 +107,50 @@ export class LoadBalancer {
         `${OWNER}: option "strategy" must be a LoadBalancingStrategy such as new RoundRobinStrategy(), got ${show(strategy)}`,
       )
     }
+    const weights = strategy instanceof WeightedStrategy ? strategy.servers : undefined
+    const discovery = opts.discovery as ServiceDiscovery | undefined
+    if (discovery !== undefined && (discovery === null || typeof discovery !== 'object' || typeof discovery.watch !== 'function')) {
+      throw new ConfigError('discovery', `${OWNER}: option "discovery" must be a ServiceDiscovery such as new ConsulServiceDiscovery(), got ${show(discovery)}`)
+    }
+    if (discovery && (typeof opts.service !== 'string' || opts.service === '')) {
+      throw new ConfigError('service', `${OWNER}: option "service" must name the service to follow in "discovery", got ${show(opts.service)}`)
+    }
+    if (!discovery && opts.service !== undefined) {
+      throw new ConfigError('service', `${OWNER}: option "service" needs a "discovery"`)
+    }
+    if (discovery && opts.upstreamServers !== undefined) {
+      throw new ConfigError('upstreamServers', `${OWNER}: give "upstreamServers" or "discovery", not both`)
+    }
+    const [servers, serverWeights] = discovery
+      ? [[], []]
+      : entries(opts.upstreamServers, 'upstreamServers', false, weights)
+    if (weights) {
+      const missing = servers.find((u) => !(u in weights))
+      if (missing && !(opts.upstreamServers as ServerEntry[]).some((e) => typeof e === 'object' && e.url === missing)) {
+        throw new ConfigError('strategy', `${OWNER}: WeightedStrategy gives no weight to ${show(missing)}`)
+      }
+    }
     const timeoutMs = duration(OWNER, 'strategyTimeout', opts.strategyTimeout, 1000)
     if (opts.onError !== undefined && typeof opts.onError !== 'function') {
       throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
     }
+    this.healthChecker = healthCheckerOption(opts)
+    this.circuitBreaker = circuitBreakerOption(opts)
+    const outlier = opts.outlierDetection
+    if (outlier !== undefined && !(outlier instanceof OutlierDetection)) {
+      throw new ConfigError('outlierDetection', `${OWNER}: option "outlierDetection" must be an OutlierDetection, got ${show(outlier)}`)
+    }
     this.strategy = strategy
     const { NativeLoadBalancer } = nativeBinding()
-    this.#native = native(() => new NativeLoadBalancer(servers, strategy.nativeKind ?? 'round_robin'))
+    const hashKey = strategy instanceof ConsistentHashStrategy ? strategy.nativeKey : null
+    const lb = native(() => new NativeLoadBalancer(servers, serverWeights, strategy.nativeKind ?? 'round_robin', hashKey))
+    this.#native = lb
+    if (this.circuitBreaker) native(() => lb.setCircuitBreaker(this.circuitBreaker!.native))
+    if (outlier) native(() => lb.setOutlierDetection(outlier.native))
+    const report = (opts.onError as ((e: unknown) => void) | undefined) ?? defaultReport
     if (strategy.nativeKind === undefined) {
-      const select = userSelector(strategy, timeoutMs, (opts.onError as ((e: unknown) => void) | undefined) ?? defaultReport)
+      const select = userSelector(strategy, timeoutMs, report)
       this.#select = select
-      const lb = this.#native
       // From pure routes: the data plane asks through the callback bridge and waits a
       // little longer than the wrapper's own timeout (which answers '' first).
       native(() =>
@@ -79,6 +170,15 @@ export class LoadBalancer {
         }, timeoutMs + 500),
       )
     }
+    if (this.healthChecker) startHealthChecks(lb, this.healthChecker)
+    if (discovery) {
+      this.#follower = followDiscovery(
+        discovery,
+        opts.service as string,
+        (list) => this.setServers(list),
+        (error) => callHook(opts.onError ? report : discoveryReport, error),
+      )
+    }
   }
 
   /** The current upstream servers. */
@@ -86,18 +186,47 @@ export class LoadBalancer {
     return this.#native.servers()
   }
 
-  /** How often a custom strategy's answer was replaced by round robin. */
+  /** How often a custom strategy's answer was replaced by the built-in pick. */
   get strategyFallbacks(): number {
     return this.#native.fallbackCount()
   }
 
+  /** Resolves once a discovery source gave its first list (or failed); at once without one. */
+  get ready(): Promise<void> {
+    return this.#follower?.ready ?? Promise.resolve()
+  }
+
+  /** How following the discovery source is going; undefined without one. */
+  get discoveryStatus(): DiscoveryStatus | undefined {
+    return this.#follower?.status()
+  }
+
   /**
-   * Replaces the server list atomically. Requests in flight finish where they are;
-   * servers that stay keep their pooled connections.
+   * Replaces the server list (and weights, for `{ url, weight }` entries) atomically.
+   * Requests in flight finish where they are; servers that stay keep their pooled
+   * connections, breaker, health and latency state.
    */
-  setServers(servers: string[]): void {
-    const list = serverList(servers)
-    native(() => this.#native.setServers(list))
+  setServers(servers: ServerEntry[]): void {
+    const hasWeights = Array.isArray(servers) && servers.some((e) => e !== null && typeof e === 'object')
+    const weights = this.strategy instanceof WeightedStrategy ? this.strategy.servers : undefined
+    const [urls, ws] = entries(servers, 'servers', this.#follower !== undefined, weights)
+    native(() => this.#native.setServers(urls, hasWeights || weights ? ws : []))
+  }
+
+  /** Every server's state: availability, in-flight requests, latency, health, breaker. */
+  status(): UpstreamStatus[] {
+    return this.#native.status()
+  }
+
+  /**
+   * Stops health checks and discovery (idempotent). Requests still work with the servers
+   * and states as they are; the app and the gateway call this when they close.
+   */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#native.stopHealthChecks()
+    this.#follower?.stop()
   }
 
   /** @internal */
@@ -109,6 +238,47 @@ export class LoadBalancer {
   static selectorOf(lb: LoadBalancer): Select | undefined {
     return lb.#select
   }
+}
+
+function healthCheckerOption(opts: Record<string, unknown>): HealthChecker | undefined {
+  if (opts.healthChecker !== undefined) {
+    if (!(opts.healthChecker instanceof HealthChecker)) {
+      throw new ConfigError('healthChecker', `${OWNER}: option "healthChecker" must be a HealthChecker, got ${show(opts.healthChecker)}`)
+    }
+    if (opts.healthCheckInterval !== undefined) {
+      throw new ConfigError('healthCheckInterval', `${OWNER}: give "healthChecker" or "healthCheckInterval", not both`)
+    }
+    return opts.healthChecker
+  }
+  if (opts.healthCheckInterval === undefined) return undefined
+  return new HealthChecker({ checkInterval: positiveDuration(OWNER, 'healthCheckInterval', opts.healthCheckInterval, 0) })
+}
+
+function circuitBreakerOption(opts: Record<string, unknown>): CircuitBreaker | undefined {
+  if (opts.circuitBreaker !== undefined) {
+    if (!(opts.circuitBreaker instanceof CircuitBreaker)) {
+      throw new ConfigError('circuitBreaker', `${OWNER}: option "circuitBreaker" must be a CircuitBreaker, got ${show(opts.circuitBreaker)}`)
+    }
+    if (opts.circuitBreakerThreshold !== undefined) {
+      throw new ConfigError('circuitBreakerThreshold', `${OWNER}: give "circuitBreaker" or "circuitBreakerThreshold", not both`)
+    }
+    return opts.circuitBreaker
+  }
+  if (opts.circuitBreakerThreshold === undefined) return undefined
+  return new CircuitBreaker({ failureThreshold: positiveInt(OWNER, 'circuitBreakerThreshold', opts.circuitBreakerThreshold, 5) })
+}
+
+function startHealthChecks(lb: NativeLoadBalancer, checker: HealthChecker): void {
+  const custom = checker.customCheckFunction
+  const check = custom
+    ? (token: number, server: string) =>
+        HealthChecker.runCustom(custom, server, (healthy, latencyMs, error) => lb.completeCheck(token, healthy, latencyMs, error))
+    : null
+  native(() => lb.startHealthChecks(checker.native, check))
+}
+
+function discoveryReport(error: unknown): void {
+  console.error('velithon-gateway: service discovery failed; keeping the last good server list:', error)
 }
 
 function defaultReport(error: unknown): void {

@@ -75,12 +75,103 @@ export interface SelectContext {
   clientPort: number
 }
 
+export interface NativeBreakerOptions {
+  failureThreshold: number
+  timeoutDurationMs: number
+  halfOpenRequests: number
+  successThreshold: number
+  failureStatusCodes: number[]
+  failureRate?: number
+  minimumRequests: number
+  rollingWindowMs: number
+}
+
+export interface NativeOutlierOptions {
+  consecutiveFailures: number
+  baseEjectionMs: number
+  maxEjectionMs: number
+  maxEjectedPercent: number
+}
+
+export interface NativeHealthOptions {
+  intervalMs: number
+  timeoutMs: number
+  path: string
+  expectedStatus: number[]
+  consecutiveFailures: number
+  consecutiveSuccesses: number
+}
+
+export interface NativeRetryOptions {
+  maxAttempts: number
+  baseDelayMs: number
+  backoffFactor: number
+  maxDelayMs: number
+  retryableStatusCodes: number[]
+  retryableErrors: string[]
+  retryNonIdempotent: boolean
+  perTryTimeoutMs?: number
+  maxReplayBody: number
+  budgetRatio?: number
+  budgetMinPerSecond: number
+}
+
+/** `(token, attempt, method, server, status (0 = none), headers "k\nv\n…", errorCode)` */
+export type RetryDecide = (
+  token: number,
+  attempt: number,
+  method: string,
+  server: string,
+  status: number,
+  headers: string,
+  error: string,
+) => void
+
+export interface NativeRetryPolicy {
+  completeRetry(token: number, answer: number): boolean
+}
+
+/** One server's state, as the data plane reports it. */
+export interface NativeServerStatus {
+  url: string
+  available: boolean
+  weight: number
+  inFlight: number
+  requests: number
+  failures: number
+  latencyMs: number
+  health: {
+    healthy: boolean
+    consecutiveFailures: number
+    consecutiveSuccesses: number
+    lastLatencyMs: number | null
+    checks: number
+    lastError: string | null
+  }
+  breaker: {
+    state: 'closed' | 'open' | 'half_open'
+    consecutiveFailures: number
+    halfOpenSuccesses: number
+    probesInFlight: number
+    timesOpened: number
+    retryInMs: number | null
+  } | null
+  ejectedMsLeft: number | null
+}
+
 export interface NativeLoadBalancer {
-  setServers(servers: string[]): void
+  setServers(servers: string[], weights: number[]): void
   servers(): string[]
   setSelector(select: (token: number, servers: string[], ctx: SelectContext) => void, timeoutMs: number): void
   completeSelect(token: number, url: string): boolean
   fallbackCount(): number
+  setCircuitBreaker(options: NativeBreakerOptions): boolean
+  hasCircuitBreaker(): boolean
+  setOutlierDetection(options: NativeOutlierOptions): boolean
+  startHealthChecks(options: NativeHealthOptions, check?: ((token: number, server: string) => void) | null): void
+  completeCheck(token: number, healthy: boolean, latencyMs: number, error: string): boolean
+  stopHealthChecks(): void
+  status(): NativeServerStatus[]
 }
 
 export interface NativeClient {
@@ -93,6 +184,7 @@ export interface NativeApp {
     methods: string[] | undefined | null,
     balancer: NativeLoadBalancer,
     client: NativeClient,
+    retry: NativeRetryPolicy,
     options: NativeProxyRouteOptions,
   ): void
   addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
@@ -104,6 +196,7 @@ export interface NativeApp {
     token: number,
     balancer: NativeLoadBalancer,
     client: NativeClient,
+    retry: NativeRetryPolicy,
     options: NativeForwardOptions,
   ): void
   listen(host: string, port: number): Promise<{ host: string; port: number }>
@@ -111,7 +204,8 @@ export interface NativeApp {
 }
 
 export interface NativeBinding {
-  NativeLoadBalancer: new (servers: string[], strategy: string) => NativeLoadBalancer
+  NativeLoadBalancer: new (servers: string[], weights: number[], strategy: string, hashKey?: string | null) => NativeLoadBalancer
+  NativeRetryPolicy: new (options: NativeRetryOptions, decide: RetryDecide | null | undefined, decideTimeoutMs: number) => NativeRetryPolicy
   NativeClient: new (options: NativeClientOptions) => NativeClient
   NativeApp: new (options: NativeAppOptions) => NativeApp
 }

@@ -130,3 +130,41 @@ export function routePattern(owner: string, name: string, value: unknown): strin
   })
   return value
 }
+
+/** A duration that must be more than zero (intervals, timeouts that can't be "none"). */
+export function positiveDuration(owner: string, name: string, value: unknown, fallback: number): number {
+  const ms = duration(owner, name, value, fallback)
+  if (ms <= 0) {
+    throw new ConfigError(name, `${owner}: option "${name}" must be a duration above zero, got ${show(value)}`)
+  }
+  return ms
+}
+
+/** A list of HTTP status codes (100–599). */
+export function statusCodes(owner: string, name: string, value: unknown, fallback: number[]): number[] {
+  if (value === undefined) return fallback
+  const ok =
+    Array.isArray(value) && value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599)
+  if (!ok) {
+    throw new ConfigError(name, `${owner}: option "${name}" must be an array of HTTP status codes (100–599), got ${show(value)}`)
+  }
+  return [...new Set(value as number[])]
+}
+
+/** A number in [min, max]. */
+export function numberIn(owner: string, name: string, value: unknown, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw new ConfigError(name, `${owner}: option "${name}" must be a number from ${min} to ${max}, got ${show(value)}`)
+  }
+  return value
+}
+
+/** An optional function. */
+export function optionalFunction<F>(owner: string, name: string, value: unknown): F | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'function') {
+    throw new ConfigError(name, `${owner}: option "${name}" must be a function, got ${show(value)}`)
+  }
+  return value as F
+}

@@ -1,4 +1,4 @@
-import type { NativeClient, NativeLoadBalancer } from './native'
+import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy } from './native'
 
 /** One native proxy route, as the data plane will get it. */
 export interface ProxyRouteDefinition {
@@ -7,6 +7,7 @@ export interface ProxyRouteDefinition {
   readonly methods: string[] | undefined
   readonly balancer: NativeLoadBalancer
   readonly client: NativeClient
+  readonly retry: NativeRetryPolicy
   readonly stripPath: boolean
   readonly preserveHost: boolean
   readonly timeoutMs: number
@@ -21,10 +22,17 @@ export type RouteDefinition = ProxyRouteDefinition
  */
 export class GatewayRouter {
   #routes: RouteDefinition[]
+  #onClose: () => void
+
+  /** @internal `onClose` runs when an app that included this router closes. */
+  constructor(routes: RouteDefinition[], onClose: () => void = () => {}) {
+    this.#routes = routes
+    this.#onClose = onClose
+  }
 
   /** @internal */
-  constructor(routes: RouteDefinition[]) {
-    this.#routes = routes
+  static closeOf(router: GatewayRouter): void {
+    router.#onClose()
   }
 
   get routes(): readonly RouteDefinition[] {

@@ -141,7 +141,10 @@ export function errorReply(err: unknown): HandlerReply {
   const code = known ? (err as VelithonError).code : ErrorCodes.HANDLER_ERROR
   const message = known ? (err as VelithonError).message : 'the route handler failed'
   const headers = ['content-type', 'application/json']
-  if (status === 503 || status === 429) headers.push('retry-after', '1')
+  if (status === 503 || status === 429) {
+    const after = err instanceof VelithonError ? err.retryAfter : undefined
+    headers.push('retry-after', String(after ?? 1))
+  }
   const reason = STATUS_TEXT[status] ?? 'Error'
   return {
     status,
