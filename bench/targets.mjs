@@ -105,6 +105,23 @@ http {
 `
 }
 
+/** A pure-route row whose load balancer has three servers and a built-in `strategy`. */
+function velithonStrategyTarget(strategy) {
+  const name = `velithon-${strategy.replaceAll('_', '-')}`
+  return {
+    name,
+    describe: `Velithon, workerThreads: 1, a pure route over three servers (one upstream under /a /b /c), strategy ${strategy}`,
+    path: '/',
+    available(ctx) {
+      return ctx.velithonReady === true ? true : ctx.velithonReady
+    },
+    async start(ctx) {
+      return startNodeTarget(ctx, name, 'velithon.mjs', [ctx.upstream.url, String(ctx.options.velithonWorkers), strategy])
+    },
+    stop: stopPids,
+  }
+}
+
 /** A row served by bench/targets/velithon-js.mjs in `mode` (handler | strategy). */
 function velithonJsTarget(name, mode, describe) {
   return {
@@ -153,6 +170,9 @@ export const TARGETS = [
     'velithon-strategy',
     'strategy',
     'Velithon, workerThreads: 1, a pure route whose LoadBalancer has a custom JS strategy (bridge call per request)',
+  ),
+  ...['round_robin', 'random', 'weighted', 'least_connections', 'p2c', 'consistent_hash'].map((strategy) =>
+    velithonStrategyTarget(strategy),
   ),
   {
     name: 'http-proxy',

@@ -1,17 +1,51 @@
 // Benchmark target: Velithon with one pure-proxy route (no JavaScript per request).
-//   node bench/targets/velithon.mjs <upstream-url> [workerThreads]
+//   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy]
+// With a strategy (round_robin | random | weighted | least_connections | p2c |
+// consistent_hash) the load balancer has three servers, all the same upstream under
+// three base paths (/a, /b, /c: the fixed upstream answers any path), so the row
+// measures the strategy's cost and nothing else changes.
 // Prints `listening on <url>` and runs until killed (SIGTERM closes it gracefully).
-import { Velithon, Gateway, LoadBalancer } from '../../dist/esm/index.js'
+import {
+  Velithon,
+  Gateway,
+  LoadBalancer,
+  RoundRobinStrategy,
+  RandomStrategy,
+  WeightedStrategy,
+  LeastConnectionsStrategy,
+  PowerOfTwoChoicesStrategy,
+  ConsistentHashStrategy,
+} from '../../dist/esm/index.js'
 import { serveUntilKilled } from './serve.mjs'
 
 const upstream = process.argv[2]
 const workerThreads = Number(process.argv[3] ?? 1)
+const strategyName = process.argv[4]
 if (!upstream) {
-  console.error('usage: node bench/targets/velithon.mjs <upstream-url> [workerThreads]')
+  console.error('usage: node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy]')
   process.exit(2)
 }
 
-const lb = new LoadBalancer({ upstreamServers: [upstream] })
+let lb
+if (!strategyName) {
+  lb = new LoadBalancer({ upstreamServers: [upstream] })
+} else {
+  const servers = ['/a', '/b', '/c'].map((p) => upstream + p)
+  const strategies = {
+    round_robin: () => new RoundRobinStrategy(),
+    random: () => new RandomStrategy(),
+    weighted: () => new WeightedStrategy({ [servers[0]]: 3, [servers[1]]: 2, [servers[2]]: 1 }),
+    least_connections: () => new LeastConnectionsStrategy(),
+    p2c: () => new PowerOfTwoChoicesStrategy(),
+    consistent_hash: () => new ConsistentHashStrategy({ key: 'ip' }),
+  }
+  const make = strategies[strategyName]
+  if (!make) {
+    console.error(`unknown strategy ${strategyName}; one of ${Object.keys(strategies).join(', ')}`)
+    process.exit(2)
+  }
+  lb = new LoadBalancer({ upstreamServers: servers, strategy: make() })
+}
 const gw = new Gateway({ loadBalancer: lb })
 gw.route('/{path:path}')
 const app = new Velithon({ workerThreads })
