@@ -239,7 +239,9 @@ export class Gateway {
     const select = LoadBalancer.selectorOf(lb)
     let server: string | undefined
     if (select) {
-      server = await select(lb.upstreamServers, {
+      // The strategy chooses among the servers that may take the request now.
+      const available = LoadBalancer.nativeOf(lb).availableServers()
+      server = await select(available.length > 0 ? available : lb.upstreamServers, {
         ...request.context,
         method: request.method,
         path: request.path,

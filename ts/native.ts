@@ -162,6 +162,7 @@ export interface NativeServerStatus {
 export interface NativeLoadBalancer {
   setServers(servers: string[], weights: number[]): void
   servers(): string[]
+  availableServers(): string[]
   setSelector(select: (token: number, servers: string[], ctx: SelectContext) => void, timeoutMs: number): void
   completeSelect(token: number, url: string): boolean
   fallbackCount(): number

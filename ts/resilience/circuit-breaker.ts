@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors'
 import type { NativeBreakerOptions } from '../native'
 import { knownKeys, numberIn, object, positiveDuration, positiveInt, statusCodes, type Duration } from '../options'
 
@@ -35,6 +36,13 @@ const KNOWN = [
   'minimumRequests',
   'rollingWindow',
 ] as const
+function nonEmpty(codes: number[]): number[] {
+  if (codes.length === 0) {
+    throw new ConfigError('failureStatusCodes', `${OWNER}: option "failureStatusCodes" must name at least one status, got []`)
+  }
+  return codes
+}
+
 const SERVER_ERRORS = Array.from({ length: 100 }, (_, i) => 500 + i)
 
 /**
@@ -58,7 +66,7 @@ export class CircuitBreaker {
       timeoutDurationMs: positiveDuration(OWNER, 'timeoutDuration', opts.timeoutDuration, 60_000),
       halfOpenRequests: positiveInt(OWNER, 'halfOpenRequests', opts.halfOpenRequests, 1),
       successThreshold: positiveInt(OWNER, 'successThreshold', opts.successThreshold, 1),
-      failureStatusCodes: statusCodes(OWNER, 'failureStatusCodes', opts.failureStatusCodes, SERVER_ERRORS),
+      failureStatusCodes: nonEmpty(statusCodes(OWNER, 'failureStatusCodes', opts.failureStatusCodes, SERVER_ERRORS)),
       failureRate: rate,
       minimumRequests: positiveInt(OWNER, 'minimumRequests', opts.minimumRequests, 20),
       rollingWindowMs: positiveDuration(OWNER, 'rollingWindow', opts.rollingWindow, 10_000),

@@ -48,6 +48,11 @@ export interface HealthCheckerOptions {
   customCheckFunction?: CustomCheckFunction
 }
 
+function atLeast(owner: string, name: string, ms: number, min: number, value: unknown): number {
+  if (ms < min) throw new ConfigError(name, `${owner}: option "${name}" must be at least ${min} ms, got ${show(value)}`)
+  return ms
+}
+
 const OWNER = 'HealthChecker'
 const KNOWN = [
   'checkInterval',
@@ -81,7 +86,7 @@ export class HealthChecker {
       throw new ConfigError('expectedStatus', `${OWNER}: option "expectedStatus" must name at least one status, got []`)
     }
     this.native = {
-      intervalMs: positiveDuration(OWNER, 'checkInterval', opts.checkInterval, 10_000),
+      intervalMs: atLeast(OWNER, 'checkInterval', positiveDuration(OWNER, 'checkInterval', opts.checkInterval, 10_000), 50, opts.checkInterval),
       timeoutMs: positiveDuration(OWNER, 'timeout', opts.timeout, 2_000),
       path,
       expectedStatus: statusCodes(OWNER, 'expectedStatus', expected, [200]),

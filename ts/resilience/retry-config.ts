@@ -123,7 +123,7 @@ export class RetryConfig {
       retryableErrors: errors as string[],
       retryNonIdempotent: boolean(OWNER, 'retryNonIdempotent', opts.retryNonIdempotent, false),
       perTryTimeoutMs: opts.perTryTimeout === undefined ? undefined : positiveDuration(OWNER, 'perTryTimeout', opts.perTryTimeout, 0),
-      maxReplayBody: positiveInt(OWNER, 'maxReplayBodySize', opts.maxReplayBodySize, 64 * 1024),
+      maxReplayBody: replayLimit(opts.maxReplayBodySize),
       budgetRatio: budget,
       budgetMinPerSecond: opts.minRetriesPerSecond === 0 ? 0 : positiveInt(OWNER, 'minRetriesPerSecond', opts.minRetriesPerSecond, 10),
     }
@@ -138,6 +138,18 @@ export class RetryConfig {
     if (!config.#policy) config.#policy = makePolicy(config)
     return config.#policy
   }
+}
+
+/** Bytes of request body kept for replay: a whole number up to 16 MiB. */
+function replayLimit(value: unknown): number {
+  const limit = value === undefined ? 64 * 1024 : value
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > 16 * 1024 * 1024) {
+    throw new ConfigError(
+      'maxReplayBodySize',
+      `${OWNER}: option "maxReplayBodySize" must be a whole number of bytes from 0 to 16 MiB, got ${show(value)}`,
+    )
+  }
+  return limit
 }
 
 let none: NativeRetryPolicy | undefined

@@ -259,3 +259,67 @@ async fn a_client_that_aborts_its_upload_does_not_count_against_the_upstream() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_take_a_server_out_and_stopping_them_lets_it_back() {
+    use velithon_core::balancer::{LoadBalancer, RoundRobin};
+    use velithon_core::health::{HealthCheckConfig, HealthChecker};
+    bounded(async {
+        let sick = Origin::start(|_req| async {
+            let mut res = http::Response::new(full("sick"));
+            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            res
+        })
+        .await;
+        let balancer =
+            Arc::new(LoadBalancer::new(&[sick.url()], Box::<RoundRobin>::default()).unwrap());
+        let checker = HealthChecker::spawn(
+            &tokio::runtime::Handle::current(),
+            balancer.clone(),
+            HealthCheckConfig {
+                interval: Duration::from_millis(30),
+                fail_after: 1,
+                ..HealthCheckConfig::default()
+            },
+            None,
+            None,
+        );
+        let mut waited = 0;
+        while balancer.status()[0].available && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let status = &balancer.status()[0];
+        assert!(!status.available, "{status:?}");
+        assert_eq!(status.health.last_error.as_deref(), Some("status 500"));
+        checker.stop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            balancer.status()[0].available,
+            "nothing would bring it back otherwise"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_fails_fast_does_not_look_fast() {
+    use velithon_core::balancer::{LoadBalancer, Outcome, Outcomes, PickContext, RoundRobin};
+    let balancer = Arc::new(
+        LoadBalancer::new(&["http://a:1".to_string()], Box::<RoundRobin>::default()).unwrap(),
+    );
+    let headers = http::HeaderMap::new();
+    let ctx = PickContext {
+        method: &Method::GET,
+        path: "/",
+        headers: &headers,
+        client: None,
+    };
+    let lease = balancer.acquire(&ctx, &[]).unwrap();
+    drop(lease.finish(Outcomes::both(Outcome::Failure)));
+    let latency = balancer.status()[0].latency_ms;
+    assert!(
+        latency >= 200.0,
+        "a failure is recorded as slow: {latency} ms"
+    );
+}

@@ -208,14 +208,21 @@ impl NativeLoadBalancer {
         })
     }
 
-    /// Starts active health checks (replacing running ones). `check` is the
-    /// customCheckFunction bridge: `(token, serverUrl)`, answered by `completeCheck`.
+    /// Starts active health checks (once per balancer: a second start would mix the
+    /// tokens of two checkers). `check` is the customCheckFunction bridge:
+    /// `(token, serverUrl)`, answered by `completeCheck`.
     #[napi(catch_unwind)]
     pub fn start_health_checks(
         &self,
         options: HealthOptions,
         check: Option<Function<'_, CheckArgs, Unknown<'static>>>,
     ) -> napi::Result<()> {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if health.is_some() {
+            return Err(invalid(
+                "this load balancer's health checks were started already",
+            ));
+        }
         let config = HealthCheckConfig {
             interval: millis(options.interval_ms),
             timeout: millis(options.timeout_ms),
@@ -243,7 +250,7 @@ impl NativeLoadBalancer {
             custom,
             None,
         );
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = Some((checker, callback));
+        *health = Some((checker, callback));
         Ok(())
     }
 
@@ -275,6 +282,12 @@ impl NativeLoadBalancer {
     #[napi(catch_unwind)]
     pub fn fallback_count(&self) -> f64 {
         self.inner.fallback_count() as f64
+    }
+
+    /// The servers that may take a request now (up, not ejected, breaker admitting).
+    #[napi(catch_unwind)]
+    pub fn available_servers(&self) -> Vec<String> {
+        self.inner.available_urls()
     }
 
     #[napi(catch_unwind)]

@@ -35,11 +35,11 @@ impl PeakEwma {
         let sample = rtt_ns as f64;
         let bits = self.rtt_bits.load(Ordering::Relaxed);
         let decay = self.decay(now);
-        let current = f64::from_bits(bits) * decay;
-        let next = if bits == 0 || sample >= current {
+        let stored = f64::from_bits(bits);
+        let next = if bits == 0 || sample >= stored * decay {
             sample
         } else {
-            current * decay + sample * (1.0 - decay)
+            stored * decay + sample * (1.0 - decay)
         };
         self.rtt_bits
             .store(next.max(1.0).to_bits(), Ordering::Relaxed);

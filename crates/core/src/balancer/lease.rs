@@ -26,6 +26,9 @@ impl Outcomes {
     }
 }
 
+/// The latency a failed attempt is recorded with (at least): 250 ms.
+const FAILURE_PENALTY_NS: u64 = 250_000_000;
+
 /// How one attempt ended for one observer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,8 +100,13 @@ impl Lease {
         self.reported = true;
         let now = clock::now_nanos();
         let state = &self.upstream.state;
-        if outcomes.outlier != Outcome::Neutral {
-            state.latency.observe(now.saturating_sub(self.started), now);
+        let rtt = now.saturating_sub(self.started);
+        match outcomes.outlier {
+            Outcome::Success => state.latency.observe(rtt, now),
+            // A server that fails fast must not look fast to latency-aware strategies
+            // (P2C would send it most of the traffic): a failure counts as slow.
+            Outcome::Failure => state.latency.observe(rtt.max(FAILURE_PENALTY_NS), now),
+            Outcome::Neutral => {}
         }
         if outcomes.breaker == Outcome::Failure || outcomes.outlier == Outcome::Failure {
             state.failures.fetch_add(1, Ordering::Relaxed);

@@ -43,6 +43,8 @@ pub struct LoadBalancer {
     outlier: OnceLock<OutlierConfig>,
     /// Response statuses that count as failures (default 5xx).
     failure_status: OnceLock<StatusSet>,
+    /// Serialises ejection decisions, so racing failures cannot eject past the limit.
+    ejecting: std::sync::Mutex<()>,
     fallbacks: AtomicU64,
 }
 
@@ -67,6 +69,7 @@ impl LoadBalancer {
             breaker: OnceLock::new(),
             outlier: OnceLock::new(),
             failure_status: OnceLock::new(),
+            ejecting: std::sync::Mutex::new(()),
             fallbacks: AtomicU64::new(0),
         })
     }
@@ -171,6 +174,17 @@ impl LoadBalancer {
 
     pub fn servers(&self) -> Arc<Vec<Arc<Upstream>>> {
         self.servers.load_full()
+    }
+
+    /// The URLs of the servers that may take a request now.
+    pub fn available_urls(&self) -> Vec<String> {
+        let now = clock::now_nanos();
+        self.servers
+            .load()
+            .iter()
+            .filter(|s| self.is_available(s, now))
+            .map(|s| s.url().to_string())
+            .collect()
     }
 
     pub fn strategy_name(&self) -> &'static str {
@@ -351,7 +365,7 @@ impl LoadBalancer {
                         return Ok(Lease::new(self.clone(), server.clone(), admission));
                     }
                 }
-                self.acquire(ctx, avoid)
+                self.acquire_fallback(ctx, avoid)
             }
             None => self.acquire_fallback(ctx, avoid),
         }
@@ -387,6 +401,7 @@ impl LoadBalancer {
         let outlier = outcomes.outlier;
         if let (Some(cfg), true) = (self.outlier.get(), outlier != Outcome::Neutral) {
             if state.outlier.record(cfg, outlier == Outcome::Success, now) {
+                let _one_at_a_time = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
                 let servers = self.servers.load();
                 let ejected = servers
                     .iter()

@@ -64,6 +64,7 @@ pub type ChangeHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 pub struct HealthChecker {
     cancel: CancellationToken,
+    balancer: Arc<LoadBalancer>,
 }
 
 impl HealthChecker {
@@ -77,12 +78,14 @@ impl HealthChecker {
     ) -> Self {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
+        let checked = balancer.clone();
         runtime.spawn(async move {
+            let balancer = checked;
             let probe = Arc::new(Probe::new(&config, custom));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = check_round(&balancer, &probe, &config, on_change.as_ref()) => {}
+                    _ = check_round(&balancer, &probe, &config, on_change.as_ref(), &stop) => {}
                 }
                 let pause = jittered(config.interval);
                 tokio::select! {
@@ -91,17 +94,25 @@ impl HealthChecker {
                 }
             }
         });
-        Self { cancel }
+        Self { cancel, balancer }
     }
 
+    /// Stops checking. Every server is marked up again: nothing would ever bring a
+    /// server marked down back (as Envoy when health checking is removed).
     pub fn stop(&self) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
         self.cancel.cancel();
+        for server in self.balancer.servers().iter() {
+            server.state.health.reset();
+        }
     }
 }
 
 impl Drop for HealthChecker {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.stop();
     }
 }
 
@@ -115,6 +126,7 @@ async fn check_round(
     probe: &Arc<Probe>,
     config: &HealthCheckConfig,
     on_change: Option<&ChangeHook>,
+    stop: &CancellationToken,
 ) {
     let servers = balancer.servers();
     let mut checks = JoinSet::new();
@@ -139,6 +151,10 @@ async fn check_round(
         let Ok((server, result, latency)) = joined else {
             continue;
         };
+        if stop.is_cancelled() {
+            // Stopped meanwhile: `stop` marked every server up; leave it so.
+            return;
+        }
         let changed = server.state.health.record(
             result.healthy,
             Some(latency.as_micros() as u64),

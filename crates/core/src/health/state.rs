@@ -82,6 +82,14 @@ impl HealthState {
         None
     }
 
+    /// Forgets what checks found: up, no counts (when checks stop, a server is no
+    /// longer kept out by a result nobody will update).
+    pub fn reset(&self) {
+        self.up.store(true, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.consecutive_successes.store(0, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> HealthSnapshot {
         let us = self.last_latency_us.load(Ordering::Relaxed);
         HealthSnapshot {

@@ -4,7 +4,7 @@
 //! attempts together.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -53,9 +53,23 @@ pub async fn forward_balanced(
     if let Some(budget) = &policy.budget {
         budget.deposit(clock::now_nanos());
     }
-    let deadline = Instant::now() + options.timeout;
     let (parts, body) = req.into_parts();
-    let mut body = replay::buffer(body, policy.max_replay_body).await?;
+    // Reading a (small) body to keep it has its own bound, the route timeout: a slow
+    // client must not eat the upstream's time.
+    let mut body = match tokio::time::timeout(
+        options.timeout,
+        replay::buffer(body, policy.max_replay_body),
+    )
+    .await
+    {
+        Ok(body) => body?,
+        Err(_) => {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                "the request body did not arrive in time",
+            ))
+        }
+    };
     let ctx = PickContext {
         method: &parts.method,
         path: parts.uri.path(),
@@ -63,17 +77,22 @@ pub async fn forward_balanced(
         client: Some(conn.peer),
     };
     let mut lease = lease_first(balancer, &ctx, first).await?;
+    // The route timeout bounds the attempts (and the waits between them) from here.
+    let deadline = Instant::now() + options.timeout;
+    let full_try = policy
+        .per_try_timeout
+        .map_or(options.timeout, |t| t.min(options.timeout));
     let mut tried: Vec<Arc<Upstream>> = Vec::new();
     let mut attempt = 1;
     loop {
         let upstream = lease.upstream().clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let try_options = ForwardOptions {
-            timeout: policy
-                .per_try_timeout
-                .map_or(remaining, |t| t.min(remaining)),
+            timeout: full_try.min(remaining),
             ..*options
         };
+        // An attempt the overall deadline cut short says little about its server.
+        let cut_short = try_options.timeout < full_try;
         let Some(attempt_body) = body.take() else {
             return Err(GatewayError::new(
                 ErrorCode::Internal,
@@ -86,7 +105,13 @@ pub async fn forward_balanced(
         *attempt_req.version_mut() = parts.version;
         *attempt_req.headers_mut() = parts.headers.clone();
         let result = send_upstream(&upstream, client, attempt_req, conn, &try_options).await;
-        let in_flight = lease.finish(outcome_of(balancer, &result));
+        let outcomes = match &result {
+            Err(err) if cut_short && err.code() == ErrorCode::UpstreamTimeout => {
+                Outcomes::both(Outcome::Neutral)
+            }
+            _ => outcome_of(balancer, &result),
+        };
+        let in_flight = lease.finish(outcomes);
 
         let last = attempt >= policy.max_attempts || !body.is_replayable();
         let (status, error, headers) = match &result {
@@ -99,7 +124,7 @@ pub async fn forward_balanced(
             error,
             headers,
         };
-        if last || !should_retry(policy, &parts.method, &upstream, asked).await {
+        if last || !should_retry(policy, &parts.method, &upstream, asked, deadline).await {
             return Ok(with_in_flight(result?, in_flight));
         }
         let delay = full_jitter(
@@ -109,7 +134,9 @@ pub async fn forward_balanced(
             policy.max_delay,
             random_unit(),
         );
-        let out_of_time = Instant::now() + delay >= deadline;
+        // Retry only when the next attempt would still have a useful share of time.
+        let least = (options.timeout / 10).min(Duration::from_millis(50));
+        let out_of_time = Instant::now() + delay + least >= deadline;
         let out_of_budget = policy
             .budget
             .as_ref()
@@ -181,6 +208,7 @@ async fn should_retry(
     method: &http::Method,
     upstream: &Upstream,
     attempt: Attempt<'_>,
+    deadline: Instant,
 ) -> bool {
     if attempt.error.is_some_and(|code| !code.is_retryable()) {
         // Local refusals (a full pool, a bad request) are not the server's to retry.
@@ -206,7 +234,11 @@ async fn should_retry(
         }),
         error: attempt.error.map(ErrorCode::as_str),
     };
-    decider.decide(report).await.unwrap_or(default)
+    // The user's rule may not take longer than the request has left.
+    match tokio::time::timeout_at(deadline.into(), decider.decide(report)).await {
+        Ok(answer) => answer.unwrap_or(default),
+        Err(_) => default,
+    }
 }
 
 /// Keeps the server's in-flight count until the response body is done or dropped.

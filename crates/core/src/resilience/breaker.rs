@@ -13,7 +13,10 @@
 //!
 //! A breaker cannot get stuck: a probe that ends without an outcome is freed by
 //! [`BreakerState::release`], and when every probe slot has been held longer than
-//! `open_for` without news (a caller leaked them) a new probe is admitted anyway.
+//! `LEAK_FLOOR` (or `open_for`, if longer) without news, the holders are counted as
+//! leaked and a new probe is admitted anyway. The floor is far above any request
+//! timeout, so a slow probe that is still waiting is never counted as leaked (which
+//! would admit more probes than `half_open_requests`).
 //!
 //! Outcomes carry no identity, so they are judged by the phase they arrive in: an
 //! `Admitted` outcome is ignored unless the breaker is still closed, and a probe
@@ -383,9 +386,12 @@ impl PhaseWord {
 #[derive(Clone, Copy)]
 struct ProbeSlots {
     limit: u64,
-    /// `open_for` in time units, rounded up, at least 1.
+    /// max(`open_for`, `LEAK_FLOOR`) in time units, rounded up.
     leak_after: u64,
 }
+
+/// Probe slots silent this long count as leaked (see the module docs).
+const LEAK_FLOOR: Duration = Duration::from_secs(600);
 
 impl ProbeSlots {
     const COUNT_BITS: u32 = 16;
@@ -396,7 +402,9 @@ impl ProbeSlots {
         let unit = 1u64 << Self::UNIT_SHIFT;
         Self {
             limit: u64::from(cfg.half_open_requests).clamp(1, Self::COUNT_MASK),
-            leak_after: duration_nanos(cfg.open_for).div_ceil(unit).max(1),
+            leak_after: duration_nanos(cfg.open_for.max(LEAK_FLOOR))
+                .div_ceil(unit)
+                .max(1),
         }
     }
 
@@ -767,15 +775,16 @@ mod tests {
     }
 
     #[test]
-    fn leaked_probe_slots_are_reclaimed_after_open_for() {
+    fn leaked_probe_slots_are_reclaimed_after_the_leak_floor() {
         let cfg = config();
         let breaker = BreakerState::default();
         trip(&breaker, &cfg, 0);
         let due = 10 * SEC;
         assert_eq!(breaker.try_acquire(&cfg, due), Admission::Probe); // never reported
-        assert_eq!(breaker.try_acquire(&cfg, due + 9 * SEC), Admission::Denied);
-        assert!(!breaker.admits(&cfg, due + 9 * SEC));
-        let later = due + 11 * SEC;
+                                                                      // A slow probe (longer than open_for, within any request timeout) still holds it.
+        assert_eq!(breaker.try_acquire(&cfg, due + 60 * SEC), Admission::Denied);
+        assert!(!breaker.admits(&cfg, due + 599 * SEC));
+        let later = due + 601 * SEC;
         assert!(breaker.admits(&cfg, later));
         assert_eq!(breaker.try_acquire(&cfg, later), Admission::Probe);
         assert_eq!(breaker.try_acquire(&cfg, later), Admission::Denied);
