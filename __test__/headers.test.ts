@@ -156,7 +156,7 @@ describe('request target', () => {
     ['/gw/api/q?x=1;y=2&z=a+b&e=%E2%82%AC&s=/p?q&empty=&=v&', '/gw/api/q?x=1;y=2&z=a+b&e=%E2%82%AC&s=/p?q&empty=&=v&'],
     ['/gw/api/q?', '/gw/api/q?'],
     ['/gw/api/a%2Fb/%7Euser/%zz?k=v', '/gw/api/a%2Fb/%7Euser/%zz?k=v'],
-    ['/gw/api/a/./b/../c//d?x=..', '/gw/api/a/./b/../c//d?x=..'],
+    ['/gw/api/a/b..c//d?x=..', '/gw/api/a/b..c//d?x=..'],
     ['/gw/api/q?q=a|b&c=^`', '/gw/api/q?q=a|b&c=^`'],
   ])('%s reaches the upstream byte for byte', async (target, expected) => {
     const upstream = await startUpstream(echoHandler())
@@ -168,6 +168,25 @@ describe('request target', () => {
     expect(reply.statusLine).toBe('HTTP/1.1 200 OK')
     expect(echoOf(reply).url).toBe(expected)
   })
+
+  test.each(['/gw/api/a/./b', '/gw/api/../admin', '/gw/api/%2e%2E/admin', '/gw/api/.%2e'])(
+    '%s (a dot segment, which an upstream would resolve outside the route) → 400',
+    async (target) => {
+      let hits = 0
+      const upstream = await startUpstream((req, res) => {
+        hits++
+        res.end('reached')
+      })
+      const proxy = await startProxy({ upstreams: [upstream.url] })
+      const reply = await rawExchange(
+        proxy.port,
+        `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${proxy.port}\r\nConnection: close\r\n\r\n`,
+      )
+      expect(reply.statusLine).toBe('HTTP/1.1 400 Bad Request')
+      expect(JSON.parse(reply.body.toString()).code).toBe('VG_BAD_REQUEST')
+      expect(hits).toBe(0)
+    },
+  )
 
   test('the query string passes unchanged with stripPath too', async () => {
     const upstream = await startUpstream(echoHandler())

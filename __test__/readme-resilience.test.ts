@@ -59,7 +59,7 @@ describe('README: load balancing', () => {
     })
     const sticky = new LoadBalancer({
       upstreamServers: [u1, u2],
-      strategy: new ConsistentHashStrategy({ key: { header: 'x-user-id' } }),
+      strategy: new ConsistentHashStrategy({ key: { header: 'x-cart-id' } }),
     })
     const gateway = new Gateway()
     gateway.route('/shop/{path:path}', { loadBalancer: weighted })
@@ -69,7 +69,7 @@ describe('README: load balancing', () => {
     const base = await serve(app)
 
     expect(await names(`${base}/shop/x`, 6)).toEqual(['u1', 'u2', 'u1', 'u3', 'u2', 'u1'])
-    const alice = await names(`${base}/carts/c`, 5, { 'x-user-id': 'alice' })
+    const alice = await names(`${base}/carts/c`, 5, { 'x-cart-id': 'alice' })
     expect(new Set(alice).size).toBe(1)
 
     weighted.setServers([
@@ -99,8 +99,9 @@ describe('README: resilience', () => {
     const [u1, u2] = await Promise.all([upstream('u1', flaky), upstream('u2')])
     const loadBalancer = new LoadBalancer({
       upstreamServers: [u1, u2],
-      // (The README's intervals, shortened for the test.)
-      healthChecker: new HealthChecker({ checkInterval: '200ms', timeout: '1s', checkPath: '/health', consecutiveFailures: 3 }),
+      // As in the README: checks every 5 s, so within this test they never take u1 out
+      // (the breaker does); health checks have suites of their own.
+      healthChecker: new HealthChecker({ checkInterval: '5s', timeout: '1s', checkPath: '/health', consecutiveFailures: 3 }),
       circuitBreaker: new CircuitBreaker({ failureThreshold: 5, timeoutDuration: '30s', halfOpenRequests: 1, successThreshold: 2 }),
       outlierDetection: new OutlierDetection({ consecutiveFailures: 5 }),
     })

@@ -336,7 +336,7 @@ export class Velithon {
 function addRoute(app: NativeApp, prefix: string, route: RouteDefinition): void {
   const path = prefix + route.path
   native(() =>
-    app.addProxyRoute(path, route.methods, route.balancer, route.client, route.retry, {
+    app.addProxyRoute(path, route.methods, route.balancer, route.client, route.retry, route.transforms, {
       stripPath: route.stripPath,
       preserveHost: route.preserveHost,
       timeoutMs: route.timeoutMs,

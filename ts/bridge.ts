@@ -13,6 +13,7 @@ import type {
   NativeForwardOptions,
   NativeLoadBalancer,
   NativeRetryPolicy,
+  NativeTransforms,
 } from './native'
 
 interface Waiter {
@@ -52,9 +53,10 @@ export class HandlerBridge {
     balancer: NativeLoadBalancer,
     client: NativeClient,
     retry: NativeRetryPolicy,
+    transforms: NativeTransforms,
     options: NativeForwardOptions,
   ): Promise<Completion> {
-    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, retry, options))
+    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, retry, transforms, options))
   }
 
   #ask(start: (token: number) => void): Promise<Completion> {

@@ -2,11 +2,12 @@ import { Gateway, forwardWith, type ForwardOptions } from './gateway'
 import type { Request } from './http/request'
 import type { ForwardedResponse } from './http/response'
 import { native } from './errors'
-import { nativeBinding, type NativeLoadBalancer } from './native'
+import { nativeBinding, type NativeLoadBalancer, type NativeTransforms } from './native'
 import { upstreamUrl } from './options'
 import { RetryConfig } from './resilience/retry-config'
 
 let defaultGateway: Gateway | undefined
+let defaultTransforms: NativeTransforms | undefined
 const balancers = new Map<string, NativeLoadBalancer>()
 
 /**
@@ -18,11 +19,12 @@ export function forwardTo(url: string, request: Request, options: ForwardOptions
   const owner = 'forwardTo'
   upstreamUrl(owner, 'url', url)
   defaultGateway ??= new Gateway()
+  defaultTransforms ??= Gateway.transformsOf(defaultGateway)
   let balancer = balancers.get(url)
   if (!balancer) {
     const { NativeLoadBalancer } = nativeBinding()
     balancer = native(() => new NativeLoadBalancer([url], [], 'round_robin', null))
     balancers.set(url, balancer)
   }
-  return forwardWith(owner, request, balancer, Gateway.clientOf(defaultGateway), RetryConfig.policyOf(undefined), options, defaultGateway.timeoutMs, undefined)
+  return forwardWith(owner, request, balancer, Gateway.clientOf(defaultGateway), RetryConfig.policyOf(undefined), defaultTransforms, options, defaultGateway.timeoutMs, undefined)
 }

@@ -8,6 +8,7 @@ import {
   methods,
   numberIn,
   object,
+  positiveDuration,
   positiveInt,
   routePattern,
   show,
@@ -19,7 +20,11 @@ import { native } from './errors'
 import { Request } from './http/request'
 import { ForwardedResponse } from './http/response'
 import { headerRecord } from './load-balancer'
-import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy } from './native'
+import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms } from './native'
+import { BodyTransformer } from './transform/body-transformer'
+import { nativeTransforms, type Transformer } from './transform/compile'
+import { HeaderTransformer, compileHeaderRules } from './transform/header-transformer'
+import { PathTransformer, rewriteOption } from './transform/path-transformer'
 import { CircuitBreaker } from './resilience/circuit-breaker'
 import { RetryConfig } from './resilience/retry-config'
 import type { UpstreamStatus } from './load-balancer'
@@ -62,7 +67,35 @@ export interface GatewayOptions {
   retryAttempts?: number
   /** With `retryAttempts`: the backoff factor. Default 2. */
   retryBackoffFactor?: number
+  /** Header, path and body transformers for every route and `forwardRequest`, applied first. */
+  transformers?: Transformer[]
+  /** The request id header: set when a request has none, sent upstream, returned to the client. Default on, `X-Request-ID`; `false` turns it off. */
+  requestId?: boolean | { header: string }
+  /**
+   * Identity headers removed from every client request before anything else, so a client
+   * cannot forge what a handler sets with `additionalHeaders`. Default: `DEFAULT_STRIPPED_HEADERS`
+   * (`x-user-id`, `x-user-roles`, …); `false` keeps them.
+   */
+  stripIncomingHeaders?: string[] | false
+  /** How long a transformer function may take (504 after). Default `'5s'`. */
+  transformTimeout?: Duration
 }
+
+/** Identity headers a client must never set itself (see `stripIncomingHeaders`). */
+export const DEFAULT_STRIPPED_HEADERS: readonly string[] = Object.freeze([
+  'x-user-id',
+  'x-user-roles',
+  'x-user-email',
+  'x-user-name',
+  'x-user-groups',
+  'x-authenticated-user',
+  'x-auth-user',
+  'x-auth-request-user',
+  'x-auth-request-email',
+  'x-forwarded-user',
+  'x-remote-user',
+  'remote-user',
+])
 
 export interface GatewayRouteOptions {
   /** Where to send requests: a load balancer… */
@@ -79,6 +112,16 @@ export interface GatewayRouteOptions {
   timeout?: Duration
   /** This route's retries; the gateway's by default, `false` for none. */
   retryConfig?: RetryConfig | false
+  /** Shorthand: the gateway's retry rules (or the defaults) with `maxRetries + 1` attempts. */
+  maxRetries?: number
+  /** This route's transformers, applied after the gateway's and the load balancer's. */
+  transformers?: Transformer[]
+  /** A regular expression rewrite of the upstream path: `{ pattern: '^/v1/(.*)$', replacement: '/v2/$1' }`. */
+  pathRewrite?: { pattern: string | RegExp; replacement: string }
+  /** Headers set on the upstream request (after the transformers). */
+  headersToAdd?: Record<string, string>
+  /** Headers removed from the upstream request. */
+  headersToRemove?: string[]
 }
 
 /** A breaker's state, for status pages. */
@@ -97,8 +140,25 @@ const KNOWN = [
   'retryConfig',
   'retryAttempts',
   'retryBackoffFactor',
+  'transformers',
+  'requestId',
+  'stripIncomingHeaders',
+  'transformTimeout',
 ] as const
-const ROUTE_KNOWN = ['loadBalancer', 'upstream', 'methods', 'stripPath', 'preserveHost', 'timeout', 'retryConfig'] as const
+const ROUTE_KNOWN = [
+  'loadBalancer',
+  'upstream',
+  'methods',
+  'stripPath',
+  'preserveHost',
+  'timeout',
+  'retryConfig',
+  'maxRetries',
+  'transformers',
+  'pathRewrite',
+  'headersToAdd',
+  'headersToRemove',
+] as const
 
 function loadBalancerOption(owner: string, value: unknown): LoadBalancer | undefined {
   if (value === undefined || value instanceof LoadBalancer) return value
@@ -111,6 +171,12 @@ export class Gateway {
   readonly timeoutMs: number
   readonly circuitBreaker: CircuitBreaker | undefined
   readonly retryConfig: RetryConfig | undefined
+  readonly transformers: readonly Transformer[]
+  #requestId: string | undefined
+  #stripIncoming: string[]
+  #transformTimeoutMs: number
+  /** The transformations of `forwardRequest`, per load balancer (gateway + balancer layers). */
+  #forwardTransforms = new Map<NativeLoadBalancer, NativeTransforms>()
   #client: NativeClient
   #routes: RouteDefinition[] = []
   #router = new GatewayRouter(this.#routes, () => this.close())
@@ -133,6 +199,10 @@ export class Gateway {
     }
     this.circuitBreaker = breakerOption(OWNER, opts.circuitBreaker)
     this.retryConfig = retryOption(opts)
+    this.transformers = transformersOption(OWNER, opts.transformers)
+    this.#requestId = requestIdOption(opts.requestId)
+    this.#stripIncoming = stripOption(opts.stripIncomingHeaders)
+    this.#transformTimeoutMs = positiveDuration(OWNER, 'transformTimeout', opts.transformTimeout, 5_000)
     const { NativeClient } = nativeBinding()
     this.#client = native(() => new NativeClient(clientOptions))
     if (this.loadBalancer) this.#use(this.loadBalancer)
@@ -205,7 +275,30 @@ export class Gateway {
       }
       balancer = this.#use(chosen)
     }
-    const retry = opts.retryConfig === false ? undefined : (retryConfigValue(owner, opts.retryConfig) ?? this.retryConfig)
+    let retry = opts.retryConfig === false ? undefined : (retryConfigValue(owner, opts.retryConfig) ?? this.retryConfig)
+    if (opts.maxRetries !== undefined) {
+      if (opts.retryConfig !== undefined) {
+        throw new ConfigError('maxRetries', `${owner}: give "retryConfig" or "maxRetries", not both`)
+      }
+      const n = opts.maxRetries
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 100) {
+        throw new ConfigError('maxRetries', `${owner}: option "maxRetries" must be a whole number from 0 to 100, got ${show(n)}`)
+      }
+      retry = n === 0 ? undefined : RetryConfig.withAttempts(retry, n + 1)
+    }
+    const routeHeaders =
+      opts.headersToAdd !== undefined || opts.headersToRemove !== undefined
+        ? compileHeaderRules(owner, { addHeaders: opts.headersToAdd, removeHeaders: opts.headersToRemove })
+        : undefined
+    if (routeHeaders && (routeHeaders.dynamicAdd.length > 0 || routeHeaders.dynamicModify.length > 0)) {
+      throw new ConfigError('headersToAdd', `${owner}: option "headersToAdd" takes string values; use a HeaderTransformer for functions`)
+    }
+    const rewrite = rewriteOption(owner, 'pathRewrite', opts.pathRewrite)
+    const transforms = this.#transformsFor(
+      [...(lb ?? (opts.upstream === undefined ? this.loadBalancer : undefined))?.transformers ?? [], ...transformersOption(owner, opts.transformers)],
+      routeHeaders,
+      rewrite && { mappings: [], rewritePattern: rewrite.pattern, rewriteReplacement: rewrite.replacement },
+    )
     this.#routes.push({
       kind: 'proxy',
       path,
@@ -213,6 +306,7 @@ export class Gateway {
       balancer,
       client: this.#client,
       retry: RetryConfig.policyOf(retry),
+      transforms,
       stripPath: boolean(owner, 'stripPath', opts.stripPath, false),
       preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
       timeoutMs: duration(owner, 'timeout', opts.timeout, this.timeoutMs),
@@ -249,12 +343,39 @@ export class Gateway {
         client: request.client,
       })
     }
-    return forwardWith(owner, request, this.#use(lb), this.#client, RetryConfig.policyOf(this.retryConfig), options, this.timeoutMs, server)
+    const nativeLb = this.#use(lb)
+    let transforms = this.#forwardTransforms.get(nativeLb)
+    if (!transforms) {
+      transforms = this.#transformsFor(lb.transformers, undefined, undefined)
+      this.#forwardTransforms.set(nativeLb, transforms)
+    }
+    return forwardWith(owner, request, nativeLb, this.#client, RetryConfig.policyOf(this.retryConfig), transforms, options, this.timeoutMs, server)
+  }
+
+  /** The native transformations of the gateway's layer, then `more` (balancer, route). */
+  #transformsFor(
+    more: readonly Transformer[],
+    routeHeaders: ReturnType<typeof compileHeaderRules> | undefined,
+    routePath: { mappings: []; rewritePattern: string; rewriteReplacement: string } | undefined,
+  ): NativeTransforms {
+    return nativeTransforms({
+      stripIncoming: this.#stripIncoming,
+      requestId: this.#requestId,
+      layers: [...this.transformers, ...more],
+      routeHeaders,
+      routePath,
+      timeoutMs: this.#transformTimeoutMs,
+    })
   }
 
   /** @internal */
   static clientOf(gateway: Gateway): NativeClient {
     return gateway.#client
+  }
+
+  /** @internal The gateway layer's transformations alone (what `forwardTo` applies). */
+  static transformsOf(gateway: Gateway): NativeTransforms {
+    return gateway.#transformsFor([], undefined, undefined)
   }
 
   /** The gateway's routes, to mount with `app.includeRouter(router, { prefix })`. */
@@ -270,6 +391,7 @@ export async function forwardWith(
   balancer: NativeLoadBalancer,
   client: NativeClient,
   retry: NativeRetryPolicy,
+  transforms: NativeTransforms,
   options: ForwardOptions,
   defaultTimeoutMs: number,
   server: string | undefined,
@@ -289,8 +411,37 @@ export async function forwardWith(
     }
   }
   const { bridge, id } = Request.handleOf(request)
-  const head = await bridge.forward(id, balancer, client, retry, nativeOptions)
+  const head = await bridge.forward(id, balancer, client, retry, transforms, nativeOptions)
   return new ForwardedResponse(request, head)
+}
+
+/** A list of transformers. */
+function transformersOption(owner: string, value: unknown): Transformer[] {
+  if (value === undefined) return []
+  const ok = Array.isArray(value) && value.every((t) => t instanceof HeaderTransformer || t instanceof PathTransformer || t instanceof BodyTransformer)
+  if (!ok) {
+    throw new ConfigError('transformers', `${owner}: option "transformers" must be an array of HeaderTransformer, PathTransformer or BodyTransformer, got ${show(value)}`)
+  }
+  return [...(value as Transformer[])]
+}
+
+function requestIdOption(value: unknown): string | undefined {
+  if (value === undefined || value === true) return 'x-request-id'
+  if (value === false) return undefined
+  const header = (value as { header?: unknown })?.header
+  if (value !== null && typeof value === 'object' && Object.keys(value).every((k) => k === 'header') && typeof header === 'string' && TOKEN.test(header)) {
+    return header.toLowerCase()
+  }
+  throw new ConfigError('requestId', `${OWNER}: option "requestId" must be true, false or { header: 'X-Request-ID' }, got ${show(value)}`)
+}
+
+function stripOption(value: unknown): string[] {
+  if (value === undefined) return [...DEFAULT_STRIPPED_HEADERS]
+  if (value === false) return []
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && TOKEN.test(v))) {
+    throw new ConfigError('stripIncomingHeaders', `${OWNER}: option "stripIncomingHeaders" must be an array of header names or false, got ${show(value)}`)
+  }
+  return value.map((v: string) => v.toLowerCase())
 }
 
 function breakerOption(owner: string, value: unknown): CircuitBreaker | undefined {

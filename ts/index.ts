@@ -11,7 +11,14 @@ export {
   type HandlerResult,
   type ErrorHook,
 } from './app'
-export { Gateway, type GatewayOptions, type GatewayRouteOptions, type ForwardOptions, type CircuitBreakerStatus } from './gateway'
+export {
+  Gateway,
+  DEFAULT_STRIPPED_HEADERS,
+  type GatewayOptions,
+  type GatewayRouteOptions,
+  type ForwardOptions,
+  type CircuitBreakerStatus,
+} from './gateway'
 export { forwardTo } from './forward-to'
 export { Request, type ClientAddress } from './http/request'
 export { Response, JSONResponse, ForwardedResponse, type ResponseInit, type HeadersInit } from './http/response'
@@ -30,6 +37,7 @@ export {
 } from './strategies'
 export * from './resilience'
 export * from './discovery'
+export * from './transform'
 export {
   VelithonError,
   ConfigError,

@@ -5,6 +5,10 @@ import { duration, knownKeys, object, positiveDuration, positiveInt, show, upstr
 import { CircuitBreaker } from './resilience/circuit-breaker'
 import { HealthChecker } from './resilience/health-checker'
 import { OutlierDetection } from './resilience/outlier-detection'
+import { BodyTransformer } from './transform/body-transformer'
+import type { Transformer } from './transform/compile'
+import { HeaderTransformer } from './transform/header-transformer'
+import { PathTransformer } from './transform/path-transformer'
 import {
   ConsistentHashStrategy,
   LoadBalancingStrategy,
@@ -40,6 +44,8 @@ export interface LoadBalancerOptions {
   discovery?: ServiceDiscovery
   /** The service to follow in `discovery`. */
   service?: string
+  /** Transformers for every route and `forwardRequest` to this balancer (after the gateway's, before the route's). */
+  transformers?: Transformer[]
 }
 
 const OWNER = 'LoadBalancer'
@@ -55,6 +61,7 @@ const KNOWN = [
   'outlierDetection',
   'discovery',
   'service',
+  'transformers',
 ] as const
 
 /** One server's state, for status pages. */
@@ -92,6 +99,7 @@ export class LoadBalancer {
   readonly strategy: LoadBalancingStrategy
   readonly healthChecker: HealthChecker | undefined
   readonly circuitBreaker: CircuitBreaker | undefined
+  readonly transformers: readonly Transformer[]
   #native: NativeLoadBalancer
   #select: Select | undefined
   #follower: DiscoveryFollower | undefined
@@ -134,6 +142,7 @@ export class LoadBalancer {
     if (opts.onError !== undefined && typeof opts.onError !== 'function') {
       throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
     }
+    this.transformers = transformerList(opts.transformers)
     this.healthChecker = healthCheckerOption(opts)
     this.circuitBreaker = circuitBreakerOption(opts)
     const outlier = opts.outlierDetection
@@ -238,6 +247,15 @@ export class LoadBalancer {
   static selectorOf(lb: LoadBalancer): Select | undefined {
     return lb.#select
   }
+}
+
+function transformerList(value: unknown): Transformer[] {
+  if (value === undefined) return []
+  const ok = Array.isArray(value) && value.every((t) => t instanceof HeaderTransformer || t instanceof PathTransformer || t instanceof BodyTransformer)
+  if (!ok) {
+    throw new ConfigError('transformers', `${OWNER}: option "transformers" must be an array of HeaderTransformer, PathTransformer or BodyTransformer, got ${show(value)}`)
+  }
+  return [...(value as Transformer[])]
 }
 
 function healthCheckerOption(opts: Record<string, unknown>): HealthChecker | undefined {

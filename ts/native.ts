@@ -159,6 +159,38 @@ export interface NativeServerStatus {
   ejectedMsLeft: number | null
 }
 
+export interface HeaderRuleOptions {
+  remove: string[]
+  /** Flat name/value pairs. */
+  modify: string[]
+  add: string[]
+}
+
+export interface PathRuleOptions {
+  stripPrefix?: string
+  addPrefix?: string
+  mappings: Array<{ from: string; to: string; prefix: boolean }>
+  rewritePattern?: string
+  rewriteReplacement?: string
+}
+
+export interface NativeTransformOptions {
+  stripIncoming: string[]
+  requestId?: string
+  requestHeaders: HeaderRuleOptions[]
+  path: PathRuleOptions[]
+  responseHeaders: HeaderRuleOptions[]
+  requestFunctions: boolean
+  responseFunctions: boolean
+  requestBody?: { contentTypes: string[]; maxSize: number }
+  responseBody?: { contentTypes: string[]; maxSize: number }
+}
+
+export interface NativeTransforms {
+  completeHeaders(token: number, ok: boolean, pairs: string[], error: string): boolean
+  completeBody(token: number, ok: boolean, body: Buffer | null, error: string): boolean
+}
+
 export interface NativeLoadBalancer {
   setServers(servers: string[], weights: number[]): void
   servers(): string[]
@@ -186,6 +218,7 @@ export interface NativeApp {
     balancer: NativeLoadBalancer,
     client: NativeClient,
     retry: NativeRetryPolicy,
+    transforms: NativeTransforms,
     options: NativeProxyRouteOptions,
   ): void
   addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
@@ -198,6 +231,7 @@ export interface NativeApp {
     balancer: NativeLoadBalancer,
     client: NativeClient,
     retry: NativeRetryPolicy,
+    transforms: NativeTransforms,
     options: NativeForwardOptions,
   ): void
   listen(host: string, port: number): Promise<{ host: string; port: number }>
@@ -207,6 +241,12 @@ export interface NativeApp {
 export interface NativeBinding {
   NativeLoadBalancer: new (servers: string[], weights: number[], strategy: string, hashKey?: string | null) => NativeLoadBalancer
   NativeRetryPolicy: new (options: NativeRetryOptions, decide: RetryDecide | null | undefined, decideTimeoutMs: number) => NativeRetryPolicy
+  NativeTransforms: new (
+    options: NativeTransformOptions,
+    headerFn: ((token: number, phase: number, method: string, path: string, status: number, headers: string) => void) | null,
+    bodyFn: ((token: number, phase: number, body: Buffer, contentType: string) => void) | null,
+    timeoutMs: number,
+  ) => NativeTransforms
   NativeClient: new (options: NativeClientOptions) => NativeClient
   NativeApp: new (options: NativeAppOptions) => NativeApp
 }

@@ -1,4 +1,4 @@
-import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy } from './native'
+import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms } from './native'
 
 /** One native proxy route, as the data plane will get it. */
 export interface ProxyRouteDefinition {
@@ -8,6 +8,7 @@ export interface ProxyRouteDefinition {
   readonly balancer: NativeLoadBalancer
   readonly client: NativeClient
   readonly retry: NativeRetryPolicy
+  readonly transforms: NativeTransforms
   readonly stripPath: boolean
   readonly preserveHost: boolean
   readonly timeoutMs: number

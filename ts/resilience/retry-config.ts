@@ -101,9 +101,11 @@ export class RetryConfig {
   /** @internal */
   readonly onError: ((error: unknown) => void) | undefined
   #policy: NativeRetryPolicy | undefined
+  #options: RetryConfigOptions
 
   constructor(options: RetryConfigOptions = {}) {
     const opts = object(OWNER, options)
+    this.#options = { ...(opts as RetryConfigOptions) }
     knownKeys(OWNER, opts, KNOWN)
     const errors = opts.retryableErrors ?? ERRORS
     if (!Array.isArray(errors) || !errors.every((e) => ERRORS.includes(e as string))) {
@@ -130,6 +132,11 @@ export class RetryConfig {
     this.customRetryFunction = optionalFunction(OWNER, 'customRetryFunction', opts.customRetryFunction)
     this.decideTimeoutMs = positiveDuration(OWNER, 'customRetryTimeout', opts.customRetryTimeout, 1_000)
     this.onError = optionalFunction(OWNER, 'onError', opts.onError)
+  }
+
+  /** @internal The rules of `base` (or the defaults) with `attempts` attempts (a route's `maxRetries`). */
+  static withAttempts(base: RetryConfig | undefined, attempts: number): RetryConfig {
+    return new RetryConfig({ ...(base ? base.#options : {}), maxAttempts: attempts })
   }
 
   /** @internal The native policy, made once (a config shared by routes shares its budget). */

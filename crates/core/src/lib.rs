@@ -14,5 +14,6 @@ pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod status_set;
+pub mod transform;
 
 pub use error::{ErrorCode, GatewayError};

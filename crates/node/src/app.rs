@@ -23,6 +23,7 @@ use crate::handler::{
     CompleteArgs, DispatchArgs, HandlerBridge, HandlerReply, JsForwardOptions, JsRouteHandler,
 };
 use crate::retry::NativeRetryPolicy;
+use crate::transforms::NativeTransforms;
 
 #[napi(object)]
 pub struct AppOptions {
@@ -160,6 +161,8 @@ impl NativeApp {
 
     /// Forwards request `request_id` to one of `balancer`'s servers through `client`;
     /// the response head (or the error) reaches `complete(token, …)`.
+    // The FFI's shape: native objects are passed one by one, not in a struct.
+    #[allow(clippy::too_many_arguments)]
     #[napi(catch_unwind)]
     pub fn forward(
         &self,
@@ -168,6 +171,7 @@ impl NativeApp {
         balancer: &NativeLoadBalancer,
         client: &NativeClient,
         retry: &NativeRetryPolicy,
+        transforms: &NativeTransforms,
         options: JsForwardOptions,
     ) -> napi::Result<()> {
         let (bridge, state) = self.request(request_id)?;
@@ -176,6 +180,7 @@ impl NativeApp {
             client.inner.clone(),
             options,
             Some(retry.inner.clone()),
+            Some(transforms.inner.clone()),
             move |done| bridge.complete(token, done),
         );
         Ok(())
@@ -193,6 +198,8 @@ impl NativeApp {
     }
 
     /// Adds a route forwarded natively to `balancer`'s servers through `client`.
+    // The FFI's shape: native objects are passed one by one, not in a struct.
+    #[allow(clippy::too_many_arguments)]
     #[napi(catch_unwind)]
     pub fn add_proxy_route(
         &self,
@@ -201,6 +208,7 @@ impl NativeApp {
         balancer: &NativeLoadBalancer,
         client: &NativeClient,
         retry: &NativeRetryPolicy,
+        transforms: &NativeTransforms,
         options: ProxyRouteOptions,
     ) -> napi::Result<()> {
         let route = ProxyRoute {
@@ -210,6 +218,7 @@ impl NativeApp {
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
             retry: Some(retry.inner.clone()),
+            transforms: Some(transforms.inner.clone()),
         };
         self.add_route(pattern, methods, RouteSpec::Proxy(route))
     }

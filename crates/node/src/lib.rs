@@ -21,3 +21,4 @@ mod health;
 mod latin1;
 mod retry;
 mod selector;
+mod transforms;

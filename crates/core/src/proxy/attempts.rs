@@ -27,8 +27,27 @@ pub enum FirstPick<'a> {
     Named(&'a str),
 }
 
-/// Forwards `req` to a server of `balancer`, retrying as `retry` allows.
+/// Forwards `req` to a server of `balancer`, retrying as `retry` allows, with the
+/// route's transformations around it.
 pub async fn forward_balanced(
+    balancer: &Arc<LoadBalancer>,
+    client: &UpstreamClient,
+    req: Request<ProxyBody>,
+    conn: &ConnInfo,
+    options: &ForwardOptions<'_>,
+    retry: Option<&RetryPolicy>,
+    first: FirstPick<'_>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let Some(transforms) = options.transforms else {
+        return forward_attempts(balancer, client, req, conn, options, retry, first).await;
+    };
+    let (req, applied) = transforms.apply_request(req).await?;
+    let res = forward_attempts(balancer, client, req, conn, options, retry, first).await?;
+    transforms.apply_response(res, &applied).await
+}
+
+/// The attempts of one request: lease, send, report, maybe retry.
+async fn forward_attempts(
     balancer: &Arc<LoadBalancer>,
     client: &UpstreamClient,
     req: Request<ProxyBody>,

@@ -211,6 +211,7 @@ pub fn proxy_route(urls: &[String], settings: ClientSettings) -> ProxyRoute {
         preserve_host: false,
         timeout: Duration::from_secs(10),
         retry: None,
+        transforms: None,
     }
 }
 

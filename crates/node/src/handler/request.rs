@@ -13,7 +13,9 @@ use napi_derive::napi;
 use tokio::runtime::Handle;
 use velithon_core::balancer::LoadBalancer;
 use velithon_core::body::{full, ProxyBody};
-use velithon_core::proxy::{forward_balanced, ConnInfo, FirstPick, ForwardOptions, RetryPolicy};
+use velithon_core::proxy::{
+    forward_balanced, ConnInfo, FirstPick, ForwardOptions, RetryPolicy, RouteTransforms,
+};
 use velithon_core::server::HandlerRequest;
 use velithon_core::{ErrorCode, GatewayError};
 
@@ -272,13 +274,14 @@ impl RequestState {
         client: Arc<UpstreamClient>,
         options: JsForwardOptions,
         retry: Option<Arc<RetryPolicy>>,
+        transforms: Option<Arc<RouteTransforms>>,
         done: impl FnOnce(Completion) + Send + 'static,
     ) {
         let runtime = self.runtime.clone();
         let done = Done(Some(Box::new(done)));
         runtime.spawn(async move {
             let forwarded = self
-                .forward(&balancer, &client, options, retry.as_deref())
+                .forward(&balancer, &client, options, retry.as_deref(), transforms)
                 .await;
             done.send(match forwarded {
                 Ok(head) => head,
@@ -293,6 +296,7 @@ impl RequestState {
         client: &UpstreamClient,
         options: JsForwardOptions,
         retry: Option<&RetryPolicy>,
+        transforms: Option<Arc<RouteTransforms>>,
     ) -> Result<Completion, GatewayError> {
         let extra = header_pairs(&options.additional_headers)?;
         let mut req = Request::new(self.body_for_forward().await?);
@@ -305,6 +309,7 @@ impl RequestState {
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
             extra_headers: &extra,
+            transforms: transforms.as_deref().filter(|t| !t.is_empty()),
         };
         // A server the JS strategy chose; '' or an unknown one falls back.
         let first = match options.server.as_deref() {

@@ -1,0 +1,376 @@
+//! What a route changes in what passes through it, in one documented order.
+//!
+//! Request: client-sent identity headers are stripped; the request id is set when absent;
+//! header rules (gateway, load balancer, route) apply in that order; then the JS header
+//! functions; then path rules; then a JS body function. Response (the final attempt's
+//! only): header rules in the reverse order (route, load balancer, gateway); then the JS
+//! header functions; then a JS body function; the request id goes back to the client.
+//! Static parts never enter JavaScript.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::body::{full, ProxyBody};
+use crate::error::{ErrorCode, GatewayError};
+use crate::transform::{HeaderRules, PathRules};
+
+pub type TransformFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
+/// What a JS header function sees.
+#[derive(Debug, Clone)]
+pub struct HeaderCall {
+    pub method: String,
+    pub path: String,
+    /// For responses, the status; 0 for requests.
+    pub status: u16,
+    /// Lower-case names, values as latin-1, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A user's header functions (e.g. JS): the headers to set, as (name, value) pairs.
+pub trait HeaderFunctions: Send + Sync + 'static {
+    fn on_request(&self) -> bool;
+    fn on_response(&self) -> bool;
+    fn request(&self, call: HeaderCall) -> TransformFuture<Vec<(String, String)>>;
+    fn response(&self, call: HeaderCall) -> TransformFuture<Vec<(String, String)>>;
+}
+
+/// A user's body function (e.g. JS): the new body.
+pub trait BodyFunction: Send + Sync + 'static {
+    fn transform(&self, body: Bytes, content_type: String) -> TransformFuture<Bytes>;
+}
+
+/// A body function and the bodies it applies to.
+pub struct BodyStage {
+    pub function: Arc<dyn BodyFunction>,
+    /// Media types (`application/json`) or families (`text/`) it applies to; empty = all.
+    pub content_types: Vec<String>,
+    /// Larger bodies are refused: 413 on requests, 502 on responses.
+    pub max_size: usize,
+}
+
+#[derive(Default)]
+pub struct RouteTransforms {
+    pub strip_incoming: Vec<HeaderName>,
+    pub request_id: Option<HeaderName>,
+    pub request_headers: Vec<HeaderRules>,
+    pub path: Vec<PathRules>,
+    pub response_headers: Vec<HeaderRules>,
+    pub header_functions: Option<Arc<dyn HeaderFunctions>>,
+    pub request_body: Option<BodyStage>,
+    pub response_body: Option<BodyStage>,
+}
+
+/// What the request phase leaves for the response phase.
+pub struct Applied {
+    request_id: Option<HeaderValue>,
+    method: http::Method,
+    path: String,
+}
+
+impl RouteTransforms {
+    pub fn is_empty(&self) -> bool {
+        self.strip_incoming.is_empty()
+            && self.request_id.is_none()
+            && self.request_headers.iter().all(HeaderRules::is_empty)
+            && self.path.iter().all(PathRules::is_empty)
+            && self.response_headers.iter().all(HeaderRules::is_empty)
+            && self.header_functions.is_none()
+            && self.request_body.is_none()
+            && self.response_body.is_none()
+    }
+
+    /// The request phase. Errors are the client's response (400 bad path, 413 body too
+    /// large, 500/504 a failing function).
+    pub async fn apply_request(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Request<ProxyBody>, Applied), GatewayError> {
+        let (mut parts, body) = req.into_parts();
+        for name in &self.strip_incoming {
+            parts.headers.remove(name);
+        }
+        let request_id = self.request_id.as_ref().map(|name| {
+            match parts.headers.get(name).filter(|v| !v.is_empty()) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = new_request_id();
+                    parts.headers.insert(name.clone(), id.clone());
+                    id
+                }
+            }
+        });
+        for rules in &self.request_headers {
+            rules.apply(&mut parts.headers);
+        }
+        if let Some(functions) = self.header_functions.as_ref().filter(|f| f.on_request()) {
+            let call = HeaderCall {
+                method: parts.method.as_str().to_string(),
+                path: parts.uri.path().to_string(),
+                status: 0,
+                headers: latin1_pairs(&parts.headers),
+            };
+            let set = functions.request(call).await.map_err(function_failed)?;
+            set_pairs(&mut parts.headers, &set)?;
+        }
+        if !self.path.is_empty() {
+            let mut path = parts.uri.path().to_string();
+            for rules in &self.path {
+                path = rules
+                    .apply(&path)
+                    .map_err(|e| {
+                        GatewayError::new(
+                            ErrorCode::BadRequest,
+                            format!("the request path cannot be forwarded: {e}"),
+                        )
+                    })?
+                    .into_owned();
+            }
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut uri = http::uri::Parts::from(parts.uri.clone());
+            uri.path_and_query = Some(pq.parse().map_err(|_| {
+                GatewayError::new(
+                    ErrorCode::BadRequest,
+                    "the rewritten path is not a valid path",
+                )
+            })?);
+            parts.uri = http::Uri::from_parts(uri).map_err(|_| {
+                GatewayError::new(
+                    ErrorCode::BadRequest,
+                    "the rewritten path is not a valid path",
+                )
+            })?;
+        }
+        let applied = Applied {
+            request_id,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+        };
+        let body = match &self.request_body {
+            Some(stage) if stage.applies_to(&parts.headers) => {
+                let bytes = collect_limited(body, stage.max_size)
+                    .await
+                    .map_err(|e| match e {
+                        Collect::TooLarge => GatewayError::new(
+                            ErrorCode::BodyTooLarge,
+                            format!("the request body is larger than {} bytes", stage.max_size),
+                        ),
+                        Collect::Broken(e) => GatewayError::new(
+                            ErrorCode::BadRequest,
+                            "the client's request body broke off",
+                        )
+                        .with_cause(e),
+                    })?;
+                let out = stage
+                    .function
+                    .transform(bytes, content_type(&parts.headers))
+                    .await
+                    .map_err(function_failed)?;
+                set_length(&mut parts.headers, out.len());
+                full(out)
+            }
+            _ => body,
+        };
+        Ok((Request::from_parts(parts, body), applied))
+    }
+
+    /// The response phase, on the answer the client will get.
+    pub async fn apply_response(
+        &self,
+        res: Response<ProxyBody>,
+        applied: &Applied,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let (mut parts, body) = res.into_parts();
+        for rules in self.response_headers.iter() {
+            rules.apply(&mut parts.headers);
+        }
+        if let Some(functions) = self.header_functions.as_ref().filter(|f| f.on_response()) {
+            let call = HeaderCall {
+                method: applied.method.as_str().to_string(),
+                path: applied.path.clone(),
+                status: parts.status.as_u16(),
+                headers: latin1_pairs(&parts.headers),
+            };
+            let set = functions.response(call).await.map_err(function_failed)?;
+            set_pairs(&mut parts.headers, &set)?;
+        }
+        if let (Some(name), Some(id)) = (&self.request_id, &applied.request_id) {
+            parts.headers.insert(name.clone(), id.clone());
+        }
+        let bodiless = applied.method == http::Method::HEAD
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED
+            || parts.status.is_informational();
+        let body = match &self.response_body {
+            Some(stage) if !bodiless && stage.applies_to(&parts.headers) => {
+                let bytes = collect_limited(body, stage.max_size)
+                    .await
+                    .map_err(|e| match e {
+                        Collect::TooLarge => GatewayError::new(
+                            ErrorCode::UpstreamProtocol,
+                            format!(
+                            "the upstream response body is larger than the transformer's {} bytes",
+                            stage.max_size
+                        ),
+                        ),
+                        Collect::Broken(e) => GatewayError::new(
+                            ErrorCode::UpstreamProtocol,
+                            "the upstream response body broke off",
+                        )
+                        .with_cause(e),
+                    })?;
+                let out = stage
+                    .function
+                    .transform(bytes, content_type(&parts.headers))
+                    .await
+                    .map_err(function_failed)?;
+                set_length(&mut parts.headers, out.len());
+                full(out)
+            }
+            _ => body,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl BodyStage {
+    fn applies_to(&self, headers: &HeaderMap) -> bool {
+        if self.content_types.is_empty() {
+            return true;
+        }
+        let ct = content_type(headers);
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        self.content_types.iter().any(|t| {
+            if t.ends_with('/') {
+                media.starts_with(t.as_str())
+            } else {
+                media == *t
+            }
+        })
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn set_length(headers: &mut HeaderMap, len: usize) {
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+enum Collect {
+    TooLarge,
+    Broken(crate::body::BoxError),
+}
+
+async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, Collect> {
+    use hyper::body::Body as _;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(Collect::TooLarge);
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Collect::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(Collect::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn function_failed(why: String) -> GatewayError {
+    // The bridge words timeouts so; everything else is a failure.
+    if why.contains("did not answer in time") {
+        GatewayError::new(ErrorCode::CallbackTimeout, why)
+    } else {
+        GatewayError::new(ErrorCode::CallbackFailed, why)
+    }
+}
+
+fn latin1_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Sets headers a function returned; an empty value removes the header.
+fn set_pairs(headers: &mut HeaderMap, pairs: &[(String, String)]) -> Result<(), GatewayError> {
+    for (name, value) in pairs {
+        let bad = |what: &str| {
+            GatewayError::new(
+                ErrorCode::CallbackFailed,
+                format!("a header function returned {what} for {name:?}"),
+            )
+        };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("a bad header name"))?;
+        if value.is_empty() {
+            headers.remove(&name);
+            continue;
+        }
+        let value =
+            HeaderValue::from_str(value).map_err(|_| bad("a value with control characters"))?;
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+/// A random (version 4) UUID, as X-Request-ID values usually are.
+pub fn new_request_id() -> HeaderValue {
+    let hi = fastrand::u64(..);
+    let lo = fastrand::u64(..);
+    let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_v4_uuids_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+    }
+}
