@@ -105,6 +105,22 @@ http {
 `
 }
 
+/** A pure-route row served by bench/targets/velithon.mjs in `mode`, requesting `path`. */
+function velithonModeTarget(name, mode, path, describe) {
+  return {
+    name,
+    describe,
+    path,
+    available(ctx) {
+      return ctx.velithonReady === true ? true : ctx.velithonReady
+    },
+    async start(ctx) {
+      return startNodeTarget(ctx, name, 'velithon.mjs', [ctx.upstream.url, String(ctx.options.velithonWorkers), mode])
+    },
+    stop: stopPids,
+  }
+}
+
 /** A pure-route row whose load balancer has three servers and a built-in `strategy`. */
 function velithonStrategyTarget(strategy) {
   const name = `velithon-${strategy.replaceAll('_', '-')}`
@@ -173,6 +189,18 @@ export const TARGETS = [
   ),
   ...['round_robin', 'random', 'weighted', 'least_connections', 'p2c', 'consistent_hash'].map((strategy) =>
     velithonStrategyTarget(strategy),
+  ),
+  velithonModeTarget(
+    'velithon-transforms',
+    'transforms',
+    '/api/items',
+    'Velithon, workerThreads: 1, the pure route plus static header rules (add 2, remove 1, modify 1) and a path rule (strip /api, add /v1), all in Rust',
+  ),
+  velithonModeTarget(
+    'velithon-header-fn',
+    'header-function',
+    '/',
+    'Velithon, workerThreads: 1, the pure route plus one header whose value a JS function computes (one bridge call per request)',
   ),
   {
     name: 'http-proxy',

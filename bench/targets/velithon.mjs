@@ -1,5 +1,8 @@
 // Benchmark target: Velithon with one pure-proxy route (no JavaScript per request).
-//   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy]
+//   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy | transforms | header-function]
+// `transforms`: the plain route plus static header rules (add two, remove one, modify
+// one) and a path rule (strip + add a prefix), all applied in Rust. `header-function`:
+// the plain route plus one header whose value a JS function computes per request.
 // With a strategy (round_robin | random | weighted | least_connections | p2c |
 // consistent_hash) the load balancer has three servers, all the same upstream under
 // three base paths (/a, /b, /c: the fixed upstream answers any path), so the row
@@ -15,6 +18,8 @@ import {
   LeastConnectionsStrategy,
   PowerOfTwoChoicesStrategy,
   ConsistentHashStrategy,
+  HeaderTransformer,
+  PathTransformer,
 } from '../../dist/esm/index.js'
 import { serveUntilKilled } from './serve.mjs'
 
@@ -27,7 +32,21 @@ if (!upstream) {
 }
 
 let lb
-if (!strategyName) {
+let transformers = []
+if (strategyName === 'transforms') {
+  transformers = [
+    new HeaderTransformer({
+      addHeaders: { 'X-Gateway': 'velithon', 'X-Env': 'bench' },
+      removeHeaders: ['X-Internal'],
+      modifyHeaders: { 'User-Agent': 'velithon-bench' },
+    }),
+    new PathTransformer({ stripPrefix: '/api', addPrefix: '/v1' }),
+  ]
+} else if (strategyName === 'header-function') {
+  let n = 0
+  transformers = [new HeaderTransformer({ addHeaders: { 'X-Seq': () => String(++n) } })]
+}
+if (!strategyName || strategyName === 'transforms' || strategyName === 'header-function') {
   lb = new LoadBalancer({ upstreamServers: [upstream] })
 } else {
   const servers = ['/a', '/b', '/c'].map((p) => upstream + p)
@@ -46,7 +65,7 @@ if (!strategyName) {
   }
   lb = new LoadBalancer({ upstreamServers: servers, strategy: make() })
 }
-const gw = new Gateway({ loadBalancer: lb })
+const gw = new Gateway({ loadBalancer: lb, transformers })
 gw.route('/{path:path}')
 const app = new Velithon({ workerThreads })
 app.includeRouter(gw.getRouter())
