@@ -41,7 +41,7 @@ pub async fn forward_balanced(
     let Some(transforms) = options.transforms else {
         return forward_attempts(balancer, client, req, conn, options, retry, first).await;
     };
-    let (req, applied) = transforms.apply_request(req).await?;
+    let (req, applied) = transforms.apply_request(req, options.timeout).await?;
     let res = forward_attempts(balancer, client, req, conn, options, retry, first).await?;
     transforms.apply_response(res, &applied).await
 }

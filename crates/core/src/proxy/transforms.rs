@@ -86,11 +86,13 @@ impl RouteTransforms {
             && self.response_body.is_none()
     }
 
-    /// The request phase. Errors are the client's response (400 bad path, 413 body too
-    /// large, 500/504 a failing function).
+    /// The request phase. Errors are the client's response (400 bad path or a body that
+    /// did not arrive within `read_timeout`, 413 body too large, 500/504 a failing
+    /// function).
     pub async fn apply_request(
         &self,
         req: Request<ProxyBody>,
+        read_timeout: std::time::Duration,
     ) -> Result<(Request<ProxyBody>, Applied), GatewayError> {
         let (mut parts, body) = req.into_parts();
         for name in &self.strip_incoming {
@@ -157,19 +159,25 @@ impl RouteTransforms {
         };
         let body = match &self.request_body {
             Some(stage) if stage.applies_to(&parts.headers) => {
-                let bytes = collect_limited(body, stage.max_size)
-                    .await
-                    .map_err(|e| match e {
-                        Collect::TooLarge => GatewayError::new(
-                            ErrorCode::BodyTooLarge,
-                            format!("the request body is larger than {} bytes", stage.max_size),
-                        ),
-                        Collect::Broken(e) => GatewayError::new(
-                            ErrorCode::BadRequest,
-                            "the client's request body broke off",
-                        )
-                        .with_cause(e),
-                    })?;
+                let read =
+                    tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
+                let read = read.await.map_err(|_| {
+                    GatewayError::new(
+                        ErrorCode::BadRequest,
+                        "the request body did not arrive in time",
+                    )
+                })?;
+                let bytes = read.map_err(|e| match e {
+                    Collect::TooLarge => GatewayError::new(
+                        ErrorCode::BodyTooLarge,
+                        format!("the request body is larger than {} bytes", stage.max_size),
+                    ),
+                    Collect::Broken(e) => GatewayError::new(
+                        ErrorCode::BadRequest,
+                        "the client's request body broke off",
+                    )
+                    .with_cause(e),
+                })?;
                 let out = stage
                     .function
                     .transform(bytes, content_type(&parts.headers))
