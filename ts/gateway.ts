@@ -24,7 +24,7 @@ import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy, Nativ
 import { BodyTransformer } from './transform/body-transformer'
 import { nativeTransforms, type Transformer } from './transform/compile'
 import { HeaderTransformer, compileHeaderRules } from './transform/header-transformer'
-import { PathTransformer, rewriteOption } from './transform/path-transformer'
+import { PathTransformer, checkPathRule, rewriteOption } from './transform/path-transformer'
 import { CircuitBreaker } from './resilience/circuit-breaker'
 import { RetryConfig } from './resilience/retry-config'
 import type { UpstreamStatus } from './load-balancer'
@@ -79,6 +79,8 @@ export interface GatewayOptions {
   stripIncomingHeaders?: string[] | false
   /** How long a transformer function may take (504 after). Default `'5s'`. */
   transformTimeout?: Duration
+  /** Told when a transformer function throws (the client gets a bare 500); default: console.error. */
+  onError?: (error: unknown) => void
 }
 
 /** Identity headers a client must never set itself (see `stripIncomingHeaders`). */
@@ -144,6 +146,7 @@ const KNOWN = [
   'requestId',
   'stripIncomingHeaders',
   'transformTimeout',
+  'onError',
 ] as const
 const ROUTE_KNOWN = [
   'loadBalancer',
@@ -175,6 +178,7 @@ export class Gateway {
   #requestId: string | undefined
   #stripIncoming: string[]
   #transformTimeoutMs: number
+  #onError: (error: unknown) => void
   /** The transformations of `forwardRequest`, per load balancer (gateway + balancer layers). */
   #forwardTransforms = new Map<NativeLoadBalancer, NativeTransforms>()
   #client: NativeClient
@@ -203,6 +207,10 @@ export class Gateway {
     this.#requestId = requestIdOption(opts.requestId)
     this.#stripIncoming = stripOption(opts.stripIncomingHeaders)
     this.#transformTimeoutMs = positiveDuration(OWNER, 'transformTimeout', opts.transformTimeout, 5_000)
+    if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+      throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
+    }
+    this.#onError = (opts.onError as ((e: unknown) => void) | undefined) ?? reportTransformError
     const { NativeClient } = nativeBinding()
     this.#client = native(() => new NativeClient(clientOptions))
     if (this.loadBalancer) this.#use(this.loadBalancer)
@@ -288,12 +296,17 @@ export class Gateway {
     }
     const routeHeaders =
       opts.headersToAdd !== undefined || opts.headersToRemove !== undefined
-        ? compileHeaderRules(owner, { addHeaders: opts.headersToAdd, removeHeaders: opts.headersToRemove })
+        ? compileHeaderRules(owner, { addHeaders: opts.headersToAdd, removeHeaders: opts.headersToRemove }, '', {
+            add: 'headersToAdd',
+            remove: 'headersToRemove',
+            modify: 'headersToAdd',
+          })
         : undefined
     if (routeHeaders && (routeHeaders.dynamicAdd.length > 0 || routeHeaders.dynamicModify.length > 0)) {
       throw new ConfigError('headersToAdd', `${owner}: option "headersToAdd" takes string values; use a HeaderTransformer for functions`)
     }
     const rewrite = rewriteOption(owner, 'pathRewrite', opts.pathRewrite)
+    if (rewrite) checkPathRule(owner, 'pathRewrite', { mappings: [], rewritePattern: rewrite.pattern, rewriteReplacement: rewrite.replacement })
     const transforms = this.#transformsFor(
       [...(lb ?? (opts.upstream === undefined ? this.loadBalancer : undefined))?.transformers ?? [], ...transformersOption(owner, opts.transformers)],
       routeHeaders,
@@ -365,6 +378,7 @@ export class Gateway {
       routeHeaders,
       routePath,
       timeoutMs: this.#transformTimeoutMs,
+      onError: this.#onError,
     })
   }
 
@@ -425,6 +439,10 @@ function transformersOption(owner: string, value: unknown): Transformer[] {
   return [...(value as Transformer[])]
 }
 
+function reportTransformError(error: unknown): void {
+  console.error('velithon-gateway: a transformer function failed; the client got 500:', error)
+}
+
 function requestIdOption(value: unknown): string | undefined {
   if (value === undefined || value === true) return 'x-request-id'
   if (value === false) return undefined
@@ -469,6 +487,9 @@ function retryOption(opts: Record<string, unknown>): RetryConfig | undefined {
   })
 }
 
+/** Framing and hop-by-hop headers: never set by options (Host may be). */
+const FRAMING = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length'])
+
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 // Visible ASCII, space and tab: values cross to Rust as text, so no obs-text bytes.
 const FIELD_VALUE = /^[\t\x20-\x7e]*$/
@@ -489,7 +510,14 @@ function flatHeaderOption(owner: string, value: unknown): string[] {
         `${owner}: option "additionalHeaders" must map header names to string values of visible ASCII, got ${show(entry)}`,
       )
     }
-    out.push(entry[0].toLowerCase(), entry[1])
+    const name = entry[0].toLowerCase()
+    if (FRAMING.has(name)) {
+      throw new ConfigError(
+        'additionalHeaders',
+        `${owner}: option "additionalHeaders" cannot set ${show(entry[0])}: the gateway manages framing and connection headers itself`,
+      )
+    }
+    out.push(name, entry[1])
   }
   return out
 }

@@ -239,6 +239,8 @@ export interface NativeApp {
 }
 
 export interface NativeBinding {
+  /** '' when the path rule is valid, else why not. */
+  checkPathRule(rule: PathRuleOptions): string
   NativeLoadBalancer: new (servers: string[], weights: number[], strategy: string, hashKey?: string | null) => NativeLoadBalancer
   NativeRetryPolicy: new (options: NativeRetryOptions, decide: RetryDecide | null | undefined, decideTimeoutMs: number) => NativeRetryPolicy
   NativeTransforms: new (

@@ -44,7 +44,8 @@ export function nativeTransforms(plan: TransformPlan): NativeTransforms {
   if (plan.routePath) path.push(plan.routePath)
   const bodies = plan.layers.filter((l): l is BodyTransformer => l instanceof BodyTransformer)
   const requestBodies = bodies.filter((b) => b.direction !== 'response')
-  const responseBodies = bodies.filter((b) => b.direction !== 'request')
+  // Responses go back through the layers in reverse, bodies as headers.
+  const responseBodies = bodies.filter((b) => b.direction !== 'request').reverse()
   const dynamicRequest = requestRules.some((r) => r.dynamicAdd.length > 0 || r.dynamicModify.length > 0)
   const dynamicResponse = responseRules.some((r) => r.dynamicAdd.length > 0 || r.dynamicModify.length > 0)
   const staticOnly = (rules: CompiledHeaderRules[]) => rules.map(EMPTY_RULES).filter((r) => r.remove.length + r.modify.length + r.add.length > 0)
@@ -76,7 +77,8 @@ export function nativeTransforms(plan: TransformPlan): NativeTransforms {
             (pairs) => transforms?.completeHeaders(token, true, pairs, ''),
             (err: unknown) => {
               report(err)
-              transforms?.completeHeaders(token, false, [], messageOf(err))
+              // The client gets a bare 500; what the function said goes to onError only.
+              transforms?.completeHeaders(token, false, [], 'the header function threw or returned a bad value')
             },
           )
         }
@@ -88,7 +90,7 @@ export function nativeTransforms(plan: TransformPlan): NativeTransforms {
             (out) => transforms?.completeBody(token, true, out, ''),
             (err: unknown) => {
               report(err)
-              transforms?.completeBody(token, false, null, messageOf(err))
+              transforms?.completeBody(token, false, null, 'transformFunction threw or returned a bad value')
             },
           )
         }
@@ -143,9 +145,6 @@ function record(flat: string[]): Record<string, string> {
   return out
 }
 
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message || err.name : String(err)
-}
 
 /** Runs the function values in order; each sees the headers as the previous left them. */
 async function runHeaderFunctions(rules: CompiledHeaderRules[], context: TransformContext): Promise<string[]> {

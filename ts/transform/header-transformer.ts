@@ -63,9 +63,17 @@ function staticValue(owner: string, option: string, name: string, value: string)
   return value
 }
 
+/** The option names errors mention. */
+export interface RuleOptionNames {
+  add: string
+  remove: string
+  modify: string
+}
+
 /** @internal */
-export function compileHeaderRules(owner: string, init: unknown, prefix = ''): CompiledHeaderRules {
+export function compileHeaderRules(owner: string, init: unknown, prefix = '', names?: RuleOptionNames): CompiledHeaderRules {
   const opts = object(owner, init ?? {})
+  const opt = names ?? { add: `${prefix}addHeaders`, remove: `${prefix}removeHeaders`, modify: `${prefix}modifyHeaders` }
   const out: CompiledHeaderRules = { remove: [], modify: [], add: [], dynamicAdd: [], dynamicModify: [] }
   const add = opts.addHeaders
   const remove = opts.removeHeaders
@@ -77,23 +85,23 @@ export function compileHeaderRules(owner: string, init: unknown, prefix = ''): C
     }
     return value as Record<string, unknown>
   }
-  for (const [name, value] of Object.entries(record(`${prefix}addHeaders`, add))) {
-    const n = headerName(owner, `${prefix}addHeaders`, name)
-    if (typeof value === 'string') out.add.push(n, staticValue(owner, `${prefix}addHeaders`, name, value))
+  for (const [name, value] of Object.entries(record(opt.add, add))) {
+    const n = headerName(owner, opt.add, name)
+    if (typeof value === 'string') out.add.push(n, staticValue(owner, opt.add, name, value))
     else if (typeof value === 'function') out.dynamicAdd.push([n, value as (c: TransformContext) => string])
-    else throw new ConfigError(`${prefix}addHeaders`, `${owner}: option "${prefix}addHeaders" needs a string or a function for ${show(name)}, got ${show(value)}`)
+    else throw new ConfigError(opt.add, `${owner}: option "${opt.add}" needs a string or a function for ${show(name)}, got ${show(value)}`)
   }
-  for (const [name, value] of Object.entries(record(`${prefix}modifyHeaders`, modify))) {
-    const n = headerName(owner, `${prefix}modifyHeaders`, name)
-    if (typeof value === 'string') out.modify.push(n, staticValue(owner, `${prefix}modifyHeaders`, name, value))
+  for (const [name, value] of Object.entries(record(opt.modify, modify))) {
+    const n = headerName(owner, opt.modify, name)
+    if (typeof value === 'string') out.modify.push(n, staticValue(owner, opt.modify, name, value))
     else if (typeof value === 'function') out.dynamicModify.push([n, value as (v: string, c: TransformContext) => string])
-    else throw new ConfigError(`${prefix}modifyHeaders`, `${owner}: option "${prefix}modifyHeaders" needs a string or a function for ${show(name)}, got ${show(value)}`)
+    else throw new ConfigError(opt.modify, `${owner}: option "${opt.modify}" needs a string or a function for ${show(name)}, got ${show(value)}`)
   }
   if (remove !== undefined) {
     if (!Array.isArray(remove) || !remove.every((r) => typeof r === 'string')) {
-      throw new ConfigError(`${prefix}removeHeaders`, `${owner}: option "${prefix}removeHeaders" must be an array of header names, got ${show(remove)}`)
+      throw new ConfigError(opt.remove, `${owner}: option "${opt.remove}" must be an array of header names, got ${show(remove)}`)
     }
-    for (const name of remove) out.remove.push(headerName(owner, `${prefix}removeHeaders`, name))
+    for (const name of remove) out.remove.push(headerName(owner, opt.remove, name))
   }
   return out
 }

@@ -1,6 +1,13 @@
 import { ConfigError } from '../errors'
 import type { PathRuleOptions } from '../native'
+import { nativeBinding } from '../native'
 import { knownKeys, object, show } from '../options'
+
+/** @internal Checks `rule` as the data plane will build it; throws a ConfigError naming `option`. */
+export function checkPathRule(owner: string, option: string, rule: PathRuleOptions): void {
+  const why = nativeBinding().checkPathRule(rule)
+  if (why !== '') throw new ConfigError(option, `${owner}: option "${option}" cannot be used: ${why}`)
+}
 
 export interface PathTransformerOptions {
   /** Remove this leading path (at a segment boundary): `/api/v1`. */
@@ -63,6 +70,12 @@ export class PathTransformer {
       }
     }
     const rewrite = rewriteOption(OWNER, 'rewrite', opts.rewrite)
+    // Each part checked alone first, so the error names the option that is wrong.
+    const none = { mappings: [] as PathRuleOptions['mappings'] }
+    checkPathRule(OWNER, 'stripPrefix', { ...none, stripPrefix: pathOption('stripPrefix', opts.stripPrefix) })
+    checkPathRule(OWNER, 'addPrefix', { ...none, addPrefix: pathOption('addPrefix', opts.addPrefix) })
+    checkPathRule(OWNER, 'pathMappings', { mappings })
+    checkPathRule(OWNER, 'rewrite', { ...none, rewritePattern: rewrite?.pattern, rewriteReplacement: rewrite?.replacement })
     this.native = {
       stripPrefix: pathOption('stripPrefix', opts.stripPrefix),
       addPrefix: pathOption('addPrefix', opts.addPrefix),

@@ -130,6 +130,8 @@ pub struct GatewayError {
     message: String,
     cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     retry_after_secs: Option<u64>,
+    /// Headers the error response carries (e.g. the request id).
+    headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl GatewayError {
@@ -139,7 +141,14 @@ impl GatewayError {
             message: message.into(),
             cause: None,
             retry_after_secs: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// A header for the error response.
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn with_cause(
@@ -192,6 +201,9 @@ impl GatewayError {
         });
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
         }
         res
     }

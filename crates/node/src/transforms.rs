@@ -93,30 +93,39 @@ fn header_rules(options: &[HeaderRuleOptions]) -> napi::Result<Vec<HeaderRules>>
         .collect()
 }
 
+fn path_rule(o: &PathRuleOptions) -> Result<PathRules, String> {
+    let mappings = o
+        .mappings
+        .iter()
+        .map(|m| PathMapping::new(&m.from, &m.to, m.prefix))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let rewrite = match (&o.rewrite_pattern, &o.rewrite_replacement) {
+        (Some(p), Some(r)) => Some(PathRewrite::new(p, r).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    PathRules::new(
+        o.strip_prefix.as_deref(),
+        mappings,
+        rewrite,
+        o.add_prefix.as_deref(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 fn path_rules(options: &[PathRuleOptions]) -> napi::Result<Vec<PathRules>> {
     options
         .iter()
-        .map(|o| {
-            let mappings = o
-                .mappings
-                .iter()
-                .map(|m| PathMapping::new(&m.from, &m.to, m.prefix))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(e.to_string()))?;
-            let rewrite = match (&o.rewrite_pattern, &o.rewrite_replacement) {
-                (Some(p), Some(r)) => {
-                    Some(PathRewrite::new(p, r).map_err(|e| invalid(e.to_string()))?)
-                }
-                _ => None,
-            };
-            Ok(PathRules {
-                strip_prefix: o.strip_prefix.clone(),
-                mappings,
-                rewrite,
-                add_prefix: o.add_prefix.clone(),
-            })
-        })
+        .map(|o| path_rule(o).map_err(invalid))
         .collect()
+}
+
+/// Checks path rules as the data plane will build them: '' when they are fine, else why
+/// not (the facade turns it into a ConfigError naming the option).
+#[napi(catch_unwind)]
+#[cfg_attr(test, allow(dead_code))]
+pub fn check_path_rule(rule: PathRuleOptions) -> String {
+    path_rule(&rule).err().unwrap_or_default()
 }
 
 #[napi]

@@ -42,8 +42,13 @@ pub async fn forward_balanced(
         return forward_attempts(balancer, client, req, conn, options, retry, first).await;
     };
     let (req, applied) = transforms.apply_request(req, options.timeout).await?;
-    let res = forward_attempts(balancer, client, req, conn, options, retry, first).await?;
-    transforms.apply_response(res, &applied).await
+    let res = forward_attempts(balancer, client, req, conn, options, retry, first)
+        .await
+        .map_err(|e| transforms.tag_applied(e, &applied))?;
+    transforms
+        .apply_response(res, &applied)
+        .await
+        .map_err(|e| transforms.tag_applied(e, &applied))
 }
 
 /// The attempts of one request: lease, send, report, maybe retry.

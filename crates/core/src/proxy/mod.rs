@@ -68,12 +68,21 @@ pub async fn forward(
     req: Request<ProxyBody>,
     conn: &ConnInfo,
 ) -> Response<ProxyBody> {
+    let transforms = route.transforms.as_deref().filter(|t| !t.is_empty());
+    // With path rules, stripPath comes first: the rules see the path after the strip.
+    let (req, strip) = match (route.strip_path, transforms) {
+        (true, Some(t)) if t.has_path_rules() => match strip_now(req, pattern) {
+            Ok(req) => (req, None),
+            Err(err) => return err.to_response(),
+        },
+        (strip, _) => (req, strip.then_some(pattern)),
+    };
     let options = ForwardOptions {
-        strip: route.strip_path.then_some(pattern),
+        strip,
         preserve_host: route.preserve_host,
         timeout: route.timeout,
         extra_headers: &[],
-        transforms: route.transforms.as_deref().filter(|t| !t.is_empty()),
+        transforms,
     };
     forward_balanced(
         &route.balancer,
@@ -86,6 +95,33 @@ pub async fn forward(
     )
     .await
     .unwrap_or_else(|err| err.to_response())
+}
+
+/// The request with the part of its path before `{…:path}` removed (query kept).
+fn strip_now(
+    req: Request<ProxyBody>,
+    pattern: &Pattern,
+) -> Result<Request<ProxyBody>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+    let path = pattern.strip(parts.uri.path());
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut uri = http::uri::Parts::from(parts.uri.clone());
+    uri.path_and_query = Some(pq.parse().map_err(|_| {
+        GatewayError::new(
+            ErrorCode::BadRequest,
+            "the request path cannot be forwarded",
+        )
+    })?);
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| {
+        GatewayError::new(
+            ErrorCode::BadRequest,
+            "the request path cannot be forwarded",
+        )
+    })?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Sends one request to `upstream` and returns the response head, its body streaming.

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 
 use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
@@ -86,6 +87,10 @@ impl RouteTransforms {
             && self.response_body.is_none()
     }
 
+    pub fn has_path_rules(&self) -> bool {
+        self.path.iter().any(|p| !p.is_empty())
+    }
+
     /// The request phase. Errors are the client's response (400 bad path or a body that
     /// did not arrive within `read_timeout`, 413 body too large, 500/504 a failing
     /// function).
@@ -108,6 +113,32 @@ impl RouteTransforms {
                 }
             }
         });
+        let tag = |err: GatewayError| self.tag_error(err, request_id.as_ref());
+        self.request_rest(parts, body, request_id.clone(), read_timeout)
+            .await
+            .map_err(tag)
+    }
+
+    /// Puts the request id on an error response too.
+    pub fn tag_error(&self, err: GatewayError, id: Option<&HeaderValue>) -> GatewayError {
+        match (&self.request_id, id) {
+            (Some(name), Some(id)) => err.with_header(name.clone(), id.clone()),
+            _ => err,
+        }
+    }
+
+    /// The request id `applied` carries, to tag later errors with.
+    pub fn tag_applied(&self, err: GatewayError, applied: &Applied) -> GatewayError {
+        self.tag_error(err, applied.request_id.as_ref())
+    }
+
+    async fn request_rest(
+        &self,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+        request_id: Option<HeaderValue>,
+        read_timeout: std::time::Duration,
+    ) -> Result<(Request<ProxyBody>, Applied), GatewayError> {
         for rules in &self.request_headers {
             rules.apply(&mut parts.headers);
         }
@@ -157,8 +188,9 @@ impl RouteTransforms {
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),
         };
+        // A request without a body (a GET) has nothing to transform.
         let body = match &self.request_body {
-            Some(stage) if stage.applies_to(&parts.headers) => {
+            Some(stage) if !body.is_end_stream() && stage.applies_to(&parts.headers) => {
                 let read =
                     tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
                 let read = read.await.map_err(|_| {
@@ -308,12 +340,17 @@ async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, Col
     Ok(buf.freeze())
 }
 
+/// A failing user function: the client learns which kind of function failed, never
+/// what it said (that goes to the gateway's `onError`).
 fn function_failed(why: String) -> GatewayError {
     // The bridge words timeouts so; everything else is a failure.
     if why.contains("did not answer in time") {
-        GatewayError::new(ErrorCode::CallbackTimeout, why)
+        GatewayError::new(
+            ErrorCode::CallbackTimeout,
+            "a transformer did not answer in time",
+        )
     } else {
-        GatewayError::new(ErrorCode::CallbackFailed, why)
+        GatewayError::new(ErrorCode::CallbackFailed, "a transformer failed").with_cause(why)
     }
 }
 
