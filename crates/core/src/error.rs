@@ -29,6 +29,8 @@ pub enum ErrorCode {
     CircuitOpen,
     /// Waited `connectionPoolTimeout` for a connection slot to the upstream.
     PoolTimeout,
+    /// The client went over a rate limit.
+    RateLimited,
     /// The request body is larger than the limit of whoever must buffer it.
     BodyTooLarge,
     /// A user callback (JS handler, strategy, …) threw or returned something unusable.
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::NoHealthyUpstream => "VG_NO_HEALTHY_UPSTREAM",
             ErrorCode::CircuitOpen => "VG_CIRCUIT_OPEN",
             ErrorCode::PoolTimeout => "VG_POOL_TIMEOUT",
+            ErrorCode::RateLimited => "VG_RATE_LIMITED",
             ErrorCode::BodyTooLarge => "VG_BODY_TOO_LARGE",
             ErrorCode::CallbackFailed => "VG_CALLBACK_FAILED",
             ErrorCode::CallbackTimeout => "VG_CALLBACK_TIMEOUT",
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::UpstreamConnect | ErrorCode::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout | ErrorCode::CallbackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NoHealthyUpstream | ErrorCode::CircuitOpen | ErrorCode::PoolTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -89,7 +93,8 @@ impl ErrorCode {
             ErrorCode::NoRoute
             | ErrorCode::MethodNotAllowed
             | ErrorCode::BadRequest
-            | ErrorCode::BodyTooLarge => Blame::Client,
+            | ErrorCode::BodyTooLarge
+            | ErrorCode::RateLimited => Blame::Client,
             ErrorCode::UpstreamConnect
             | ErrorCode::UpstreamTimeout
             | ErrorCode::UpstreamProtocol

@@ -11,6 +11,8 @@ use http::Method;
 pub use pattern::{ParamKind, Params, Pattern, PatternError};
 
 pub struct Route<T> {
+    /// Its position in the router (the order added).
+    pub index: usize,
     pub pattern: Pattern,
     /// `None` answers every method.
     pub methods: Option<Vec<Method>>,
@@ -62,6 +64,7 @@ impl<T> Router<T> {
     ) -> Result<(), PatternError> {
         let pattern = Pattern::parse(pattern)?;
         self.routes.push(Route {
+            index: self.routes.len(),
             pattern,
             methods,
             action: Arc::new(action),
@@ -75,6 +78,11 @@ impl<T> Router<T> {
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// The routes, in order.
+    pub fn routes(&self) -> &[Route<T>] {
+        &self.routes
     }
 
     pub fn find(&self, method: &Method, path: &str) -> Result<Match<'_, T>, RouteMiss> {
