@@ -4,8 +4,12 @@ import { Request } from './http/request'
 import { errorReply, toReply } from './http/response'
 import { HandlerBridge } from './bridge'
 import { nativeBinding, type Dispatch, type HandlerReply, type NativeApp } from './native'
-import { duration, knownKeys, methods, object, positiveInt, routePattern, show, type Duration } from './options'
+import { boolean, duration, knownKeys, methods, object, positiveInt, routePattern, show, type Duration } from './options'
 import { GatewayRouter, type RouteDefinition } from './router'
+import { GatewayMetrics } from './metrics/gateway-metrics'
+import { MetricsMiddleware } from './metrics/metrics-middleware'
+import { RateLimitMiddleware } from './metrics/rate-limit-middleware'
+import { installMiddleware } from './metrics/install'
 
 /** What a handler may return: a `Response`, `JSONResponse`, the result of
  * `forwardRequest`/`forwardTo`, a string or Buffer, a plain value (sent as JSON), or
@@ -34,6 +38,10 @@ export interface VelithonOptions {
   maxBodySize?: number
   /** Called with every error a handler throws (default: printed with console.error). */
   onError?: ErrorHook
+  /** What every request goes through: `MetricsMiddleware`, `RateLimitMiddleware`. */
+  middleware?: Array<MetricsMiddleware | RateLimitMiddleware>
+  /** Propagate W3C `traceparent` upstream, making one when a request has none (or a malformed one). Default false. */
+  traceparent?: boolean
 }
 
 export interface ListenOptions {
@@ -62,11 +70,28 @@ const KNOWN = [
   'handlerTimeout',
   'maxBodySize',
   'onError',
+  'middleware',
+  'traceparent',
 ] as const
 
 type AppRoute =
   | { kind: 'router'; prefix: string; router: GatewayRouter }
   | { kind: 'handler'; path: string; methods: string[] | undefined; handler: Handler }
+
+function middlewareOption(value: unknown): Array<MetricsMiddleware | RateLimitMiddleware> {
+  if (value === undefined) return []
+  const ok = Array.isArray(value) && value.every((m) => m instanceof MetricsMiddleware || m instanceof RateLimitMiddleware)
+  if (!ok) {
+    throw new ConfigError('middleware', `${OWNER}: option "middleware" must be an array of MetricsMiddleware and RateLimitMiddleware, got ${show(value)}`)
+  }
+  const list = value as Array<MetricsMiddleware | RateLimitMiddleware>
+  for (const kind of [MetricsMiddleware, RateLimitMiddleware]) {
+    if (list.filter((m) => m instanceof kind).length > 1) {
+      throw new ConfigError('middleware', `${OWNER}: option "middleware" has more than one ${kind.name}`)
+    }
+  }
+  return [...list]
+}
 
 function defaultOnError(error: unknown, request: Request): void {
   console.error(`velithon-gateway: the handler of ${request.method} ${request.path} failed:`, error)
@@ -103,6 +128,9 @@ export class Velithon {
     maxBodySize: number
   }
   #onError: ErrorHook
+  #middleware: Array<MetricsMiddleware | RateLimitMiddleware>
+  #traceparent: boolean
+  #metrics: GatewayMetrics | undefined
   #routes: AppRoute[] = []
   #native: NativeApp | undefined
   #address: AddressInfo | undefined
@@ -125,6 +153,13 @@ export class Velithon {
       throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
     }
     this.#onError = (opts.onError as ErrorHook | undefined) ?? defaultOnError
+    this.#middleware = middlewareOption(opts.middleware)
+    this.#traceparent = boolean(OWNER, 'traceparent', opts.traceparent, false)
+  }
+
+  /** The metrics this app records into (after `listen()`), if any. */
+  get metrics(): GatewayMetrics | undefined {
+    return this.#metrics
   }
 
   /**
@@ -223,6 +258,7 @@ export class Velithon {
       const bridge = new HandlerBridge(app)
       native(() => app.setHandlers(this.#dispatcher(handlers, bridge), bridge.complete))
     }
+    this.#metrics = installMiddleware(app, this.#middleware, this.#traceparent, this.#routes)
     this.#native = app
     const listening = nativeAsync(() => app.listen(host, port))
     this.#listening = listening

@@ -25,6 +25,7 @@ import { BodyTransformer } from './transform/body-transformer'
 import { nativeTransforms, type Transformer } from './transform/compile'
 import { HeaderTransformer, compileHeaderRules } from './transform/header-transformer'
 import { PathTransformer, checkPathRule, rewriteOption } from './transform/path-transformer'
+import { GatewayMetrics } from './metrics/gateway-metrics'
 import { CircuitBreaker } from './resilience/circuit-breaker'
 import { RetryConfig } from './resilience/retry-config'
 import type { UpstreamStatus } from './load-balancer'
@@ -81,6 +82,8 @@ export interface GatewayOptions {
   transformTimeout?: Duration
   /** Told when a transformer function throws (the client gets a bare 500); default: console.error. */
   onError?: (error: unknown) => void
+  /** Where the app that mounts this gateway counts requests: a `GatewayMetrics` (a new one by default); `false` records nothing. */
+  metrics?: GatewayMetrics | false
 }
 
 /** Identity headers a client must never set itself (see `stripIncomingHeaders`). */
@@ -147,6 +150,7 @@ const KNOWN = [
   'stripIncomingHeaders',
   'transformTimeout',
   'onError',
+  'metrics',
 ] as const
 const ROUTE_KNOWN = [
   'loadBalancer',
@@ -175,6 +179,8 @@ export class Gateway {
   readonly circuitBreaker: CircuitBreaker | undefined
   readonly retryConfig: RetryConfig | undefined
   readonly transformers: readonly Transformer[]
+  /** Requests, statuses, latencies, upstream health and breakers (see `GatewayMetrics`). */
+  readonly metrics: GatewayMetrics | undefined
   #requestId: string | undefined
   #stripIncoming: string[]
   #transformTimeoutMs: number
@@ -183,7 +189,7 @@ export class Gateway {
   #forwardTransforms = new Map<NativeLoadBalancer, NativeTransforms>()
   #client: NativeClient
   #routes: RouteDefinition[] = []
-  #router = new GatewayRouter(this.#routes, () => this.close())
+  #router: GatewayRouter
   /** The one-server balancers of `upstream:` routes, by URL (one breaker per server). */
   #upstreams = new Map<string, NativeLoadBalancer>()
   /** Every balancer this gateway forwards to, for status and close. */
@@ -204,6 +210,11 @@ export class Gateway {
     this.circuitBreaker = breakerOption(OWNER, opts.circuitBreaker)
     this.retryConfig = retryOption(opts)
     this.transformers = transformersOption(OWNER, opts.transformers)
+    if (opts.metrics !== undefined && opts.metrics !== false && !(opts.metrics instanceof GatewayMetrics)) {
+      throw new ConfigError('metrics', `${OWNER}: option "metrics" must be a GatewayMetrics or false, got ${show(opts.metrics)}`)
+    }
+    this.metrics = opts.metrics === false ? undefined : ((opts.metrics as GatewayMetrics | undefined) ?? new GatewayMetrics())
+    this.#router = new GatewayRouter(this.#routes, () => this.close(), this.metrics)
     this.#requestId = requestIdOption(opts.requestId)
     this.#stripIncoming = stripOption(opts.stripIncomingHeaders)
     this.#transformTimeoutMs = positiveDuration(OWNER, 'transformTimeout', opts.transformTimeout, 5_000)
@@ -221,6 +232,7 @@ export class Gateway {
     const nativeLb = lb instanceof LoadBalancer ? LoadBalancer.nativeOf(lb) : lb
     if (!this.#balancers.has(nativeLb)) {
       this.#balancers.set(nativeLb, lb instanceof LoadBalancer ? lb : undefined)
+      if (this.metrics) GatewayMetrics.watch(this.metrics, nativeLb, lb instanceof LoadBalancer ? lb : undefined)
       const breaker = this.circuitBreaker
       if (breaker && !nativeLb.hasCircuitBreaker()) native(() => nativeLb.setCircuitBreaker(breaker.native))
     }

@@ -38,6 +38,7 @@ export {
 export * from './resilience'
 export * from './discovery'
 export * from './transform'
+export * from './metrics'
 export {
   VelithonError,
   ConfigError,

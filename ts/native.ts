@@ -211,7 +211,41 @@ export interface NativeClient {
   readonly __nativeClient?: never
 }
 
+export interface NativeMetrics {
+  watch(balancer: NativeLoadBalancer): void
+  snapshot(): Record<string, unknown>
+  prometheus(): string
+}
+
+export interface NativeMiddlewareOptions {
+  metrics: boolean
+  metricsPath?: string
+  traceparent: boolean
+  rateLimit?: {
+    requestsPerMinute?: number
+    requestsPerHour?: number
+    burst: number
+    key: string
+    redisUrl?: string
+    failOpen: boolean
+    redisTimeoutMs: number
+    keyTimeoutMs: number
+  }
+  collectorQueue: number
+  collectorBatch: number
+}
+
 export interface NativeApp {
+  setMiddleware(
+    options: NativeMiddlewareOptions,
+    metrics: NativeMetrics,
+    key: ((token: number, method: string, path: string, headers: string, client: string) => void) | null,
+    collect: ((json: string) => void) | null,
+  ): void
+  completeKey(token: number, key: string): boolean
+  collectorDone(): void
+  /** Summaries the collector could not take (JS fell behind). */
+  collectorDropped(): number
   addProxyRoute(
     pattern: string,
     methods: string[] | undefined | null,
@@ -243,6 +277,7 @@ export interface NativeBinding {
   checkPathRule(rule: PathRuleOptions): string
   NativeLoadBalancer: new (servers: string[], weights: number[], strategy: string, hashKey?: string | null) => NativeLoadBalancer
   NativeRetryPolicy: new (options: NativeRetryOptions, decide: RetryDecide | null | undefined, decideTimeoutMs: number) => NativeRetryPolicy
+  NativeMetrics: new () => NativeMetrics
   NativeTransforms: new (
     options: NativeTransformOptions,
     headerFn: ((token: number, phase: number, method: string, path: string, status: number, headers: string) => void) | null,

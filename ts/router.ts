@@ -1,3 +1,4 @@
+import type { GatewayMetrics } from './metrics/gateway-metrics'
 import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms } from './native'
 
 /** One native proxy route, as the data plane will get it. */
@@ -24,11 +25,18 @@ export type RouteDefinition = ProxyRouteDefinition
 export class GatewayRouter {
   #routes: RouteDefinition[]
   #onClose: () => void
+  #metrics: GatewayMetrics | undefined
 
   /** @internal `onClose` runs when an app that included this router closes. */
-  constructor(routes: RouteDefinition[], onClose: () => void = () => {}) {
+  constructor(routes: RouteDefinition[], onClose: () => void = () => {}, metrics?: GatewayMetrics) {
     this.#routes = routes
     this.#onClose = onClose
+    this.#metrics = metrics
+  }
+
+  /** @internal The metrics of the gateway behind this router. */
+  static metricsOf(router: GatewayRouter): GatewayMetrics | undefined {
+    return router.#metrics
   }
 
   /** @internal */

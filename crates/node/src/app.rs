@@ -10,7 +10,7 @@ use napi_derive::napi;
 use velithon_core::error::ErrorCode;
 use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
-use velithon_core::server::{App, RouteAction, RunningServer, ServerSettings};
+use velithon_core::server::{App, Middleware, RouteAction, RunningServer, ServerSettings};
 
 use napi::bindgen_prelude::{Buffer, Function, Unknown};
 
@@ -21,6 +21,10 @@ use crate::data_plane::DataPlane;
 use crate::errors::{coded, invalid, to_napi};
 use crate::handler::{
     CompleteArgs, DispatchArgs, HandlerBridge, HandlerReply, JsForwardOptions, JsRouteHandler,
+};
+use crate::metrics::NativeMetrics;
+use crate::middleware::{
+    build as build_middleware, Built, CollectArgs, KeyArgs, MiddlewareOptions,
 };
 use crate::retry::NativeRetryPolicy;
 use crate::transforms::NativeTransforms;
@@ -73,6 +77,11 @@ pub struct NativeApp {
     routes: Mutex<Option<Vec<PendingRoute>>>,
     handlers: OnceLock<Arc<HandlerBridge>>,
     running: Arc<Mutex<Option<Running>>>,
+    /// Set by `setMiddleware`, installed at listen.
+    middleware: Mutex<Option<Built>>,
+    key: OnceLock<Arc<crate::callback::JsCallback<KeyArgs, String>>>,
+    collector_turn: OnceLock<Arc<tokio::sync::Semaphore>>,
+    collector_dropped: OnceLock<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -99,7 +108,52 @@ impl NativeApp {
             routes: Mutex::new(Some(Vec::new())),
             handlers: OnceLock::new(),
             running: Arc::new(Mutex::new(None)),
+            middleware: Mutex::new(None),
+            key: OnceLock::new(),
+            collector_turn: OnceLock::new(),
+            collector_dropped: OnceLock::new(),
         })
+    }
+
+    /// The app's middleware (metrics, rate limit, trace context, collector); before listen.
+    #[napi(catch_unwind)]
+    pub fn set_middleware(
+        &self,
+        options: MiddlewareOptions,
+        metrics: &NativeMetrics,
+        key: Option<Function<'_, KeyArgs, Unknown<'static>>>,
+        collect: Option<Function<'_, CollectArgs, Unknown<'static>>>,
+    ) -> napi::Result<()> {
+        let built = build_middleware(options, metrics, key, collect)?;
+        if let Some(k) = &built.key {
+            let _ = self.key.set(k.clone());
+        }
+        let _ = self.collector_turn.set(built.collector_turn.clone());
+        let _ = self.collector_dropped.set(built.dropped.clone());
+        *lock(&self.middleware) = Some(built);
+        Ok(())
+    }
+
+    /// The rate-limit key function's answer ('' = use the client's address).
+    #[napi(catch_unwind)]
+    pub fn complete_key(&self, token: u32, key: String) -> bool {
+        self.key.get().is_some_and(|cb| cb.complete(token, Ok(key)))
+    }
+
+    /// JS finished a collector batch: the next one may come.
+    #[napi(catch_unwind)]
+    pub fn collector_done(&self) {
+        if let Some(turn) = self.collector_turn.get() {
+            turn.add_permits(1);
+        }
+    }
+
+    /// Request summaries dropped because the collector fell behind.
+    #[napi(catch_unwind)]
+    pub fn collector_dropped(&self) -> f64 {
+        self.collector_dropped
+            .get()
+            .map_or(0.0, |d| d.load(std::sync::atomic::Ordering::Relaxed) as f64)
     }
 
     /// Sets the JS side of handler routes: `dispatch(token, routeId, requestId, head)`
@@ -219,6 +273,7 @@ impl NativeApp {
             timeout: millis(options.timeout_ms),
             retry: Some(retry.inner.clone()),
             transforms: Some(transforms.inner.clone()),
+            metrics: None,
         };
         self.add_route(pattern, methods, RouteSpec::Proxy(route))
     }
@@ -243,11 +298,23 @@ impl NativeApp {
                 &format!("cannot start the data plane: {e}"),
             )
         })?;
+        let middleware = match lock(&self.middleware).take() {
+            Some(built) => {
+                if let Some(task) = built.deliver {
+                    runtime.handle().spawn(task);
+                }
+                built.middleware
+            }
+            None => Middleware::default(),
+        };
         let handlers = self.handlers.get().cloned();
         let mut router = Router::new();
         for (pattern, methods, spec) in specs {
             let action = match spec {
-                RouteSpec::Proxy(route) => RouteAction::Proxy(route),
+                RouteSpec::Proxy(mut route) => {
+                    route.metrics = middleware.metrics.clone();
+                    RouteAction::Proxy(route)
+                }
                 RouteSpec::Handler { route_id } => {
                     let bridge = handlers.clone().ok_or_else(|| {
                         coded(ErrorCode::Internal, "handler routes need setHandlers()")
@@ -264,7 +331,7 @@ impl NativeApp {
                 .add(&pattern, methods, action)
                 .map_err(|e| invalid(e.to_string()))?;
         }
-        let app = Arc::new(App::new(router));
+        let app = Arc::new(App::with_middleware(router, middleware));
         let settings = self.settings.clone();
         let addr = SocketAddr::new(ip, port);
         let bound = runtime

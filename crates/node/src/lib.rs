@@ -19,6 +19,8 @@ mod errors;
 mod handler;
 mod health;
 mod latin1;
+mod metrics;
+mod middleware;
 mod retry;
 mod selector;
 mod transforms;

@@ -16,6 +16,7 @@ use crate::balancer::{InFlight, Lease, LoadBalancer, Outcome, Outcomes, PickCont
 use crate::body::ProxyBody;
 use crate::client::UpstreamClient;
 use crate::error::{ErrorCode, GatewayError};
+use crate::metrics::{Metrics, Rejection};
 use crate::resilience::{clock, full_jitter, random_unit};
 
 /// How the first server of a request is chosen.
@@ -67,10 +68,12 @@ async fn forward_attempts(
         // One attempt: nothing to keep, nothing to copy.
         let lease = {
             let ctx = pick_context(&req, conn);
-            lease_first(balancer, &ctx, first).await?
+            lease_first(balancer, &ctx, first, options.metrics).await?
         };
         let upstream = lease.upstream().clone();
+        let started = Instant::now();
         let result = send_upstream(&upstream, client, req, conn, options).await;
+        record_attempt(options.metrics, &upstream, &result, started);
         let in_flight = lease.finish(outcome_of(balancer, &result));
         return Ok(with_in_flight(result?, in_flight));
     };
@@ -100,7 +103,7 @@ async fn forward_attempts(
         headers: &parts.headers,
         client: Some(conn.peer),
     };
-    let mut lease = lease_first(balancer, &ctx, first).await?;
+    let mut lease = lease_first(balancer, &ctx, first, options.metrics).await?;
     // The route timeout bounds the attempts (and the waits between them) from here.
     let deadline = Instant::now() + options.timeout;
     let full_try = policy
@@ -128,7 +131,9 @@ async fn forward_attempts(
         *attempt_req.uri_mut() = parts.uri.clone();
         *attempt_req.version_mut() = parts.version;
         *attempt_req.headers_mut() = parts.headers.clone();
+        let started = Instant::now();
         let result = send_upstream(&upstream, client, attempt_req, conn, &try_options).await;
+        record_attempt(options.metrics, &upstream, &result, started);
         let outcomes = match &result {
             Err(err) if cut_short && err.code() == ErrorCode::UpstreamTimeout => {
                 Outcomes::both(Outcome::Neutral)
@@ -177,6 +182,9 @@ async fn forward_attempts(
                 drop(in_flight);
                 lease = next;
                 attempt += 1;
+                if let Some(m) = options.metrics {
+                    m.count_retry();
+                }
             }
             Err(_) => return Ok(with_in_flight(result?, in_flight)),
         }
@@ -196,10 +204,32 @@ async fn lease_first(
     balancer: &Arc<LoadBalancer>,
     ctx: &PickContext<'_>,
     first: FirstPick<'_>,
+    metrics: Option<&Metrics>,
 ) -> Result<Lease, GatewayError> {
-    match first {
+    let lease = match first {
         FirstPick::Balancer => balancer.acquire_async(ctx, &[]).await,
         FirstPick::Named(url) => balancer.acquire_named(url, ctx, &[]),
+    };
+    if let (Err(err), Some(m)) = (&lease, metrics) {
+        match err.code() {
+            ErrorCode::CircuitOpen => m.count_rejection(Rejection::CircuitOpen),
+            ErrorCode::NoHealthyUpstream => m.count_rejection(Rejection::NoHealthyUpstream),
+            _ => {}
+        }
+    }
+    lease
+}
+
+/// Counts one attempt against its server in the metrics (status 0: no response).
+fn record_attempt(
+    metrics: Option<&Metrics>,
+    upstream: &Upstream,
+    result: &Result<Response<ProxyBody>, GatewayError>,
+    started: Instant,
+) {
+    if let Some(m) = metrics {
+        let status = result.as_ref().map_or(0, |r| r.status().as_u16());
+        m.record_upstream(upstream.url(), status, started.elapsed());
     }
 }
 

@@ -46,6 +46,8 @@ pub struct ProxyRoute {
     pub retry: Option<Arc<RetryPolicy>>,
     /// Header, path and body transformations; `None` changes nothing.
     pub transforms: Option<Arc<RouteTransforms>>,
+    /// Where attempts, retries and rejections are counted (set when the app has metrics).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// How one request is sent to one upstream server.
@@ -59,6 +61,8 @@ pub struct ForwardOptions<'a> {
     pub extra_headers: &'a [(HeaderName, HeaderValue)],
     /// Transformations around the attempts (`None`: nothing to change).
     pub transforms: Option<&'a RouteTransforms>,
+    /// Where attempts, retries and rejections are counted.
+    pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 /// Forwards `req` as a pure route says. Errors become the client's response (502/503/504).
@@ -83,6 +87,7 @@ pub async fn forward(
         timeout: route.timeout,
         extra_headers: &[],
         transforms,
+        metrics: route.metrics.as_deref(),
     };
     forward_balanced(
         &route.balancer,

@@ -4,6 +4,7 @@
 
 mod dispatch;
 mod handler;
+mod middleware;
 mod panic_guard;
 
 use std::convert::Infallible;
@@ -22,6 +23,10 @@ use tokio_util::task::TaskTracker;
 
 pub use dispatch::{App, RouteAction};
 pub use handler::{HandlerRequest, RequestHandler, ResponseFuture};
+pub use middleware::{
+    ensure_traceparent, KeyCall, KeyFunction, KeyFuture, Middleware, RateKey, RateLimitStage,
+    RequestObserver, RequestSummary,
+};
 
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{ConnInfo, TrustedProxies};

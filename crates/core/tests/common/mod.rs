@@ -212,6 +212,7 @@ pub fn proxy_route(urls: &[String], settings: ClientSettings) -> ProxyRoute {
         timeout: Duration::from_secs(10),
         retry: None,
         transforms: None,
+        metrics: None,
     }
 }
 

@@ -310,6 +310,7 @@ impl RequestState {
             timeout: millis(options.timeout_ms),
             extra_headers: &extra,
             transforms: transforms.as_deref().filter(|t| !t.is_empty()),
+            metrics: None,
         };
         // A server the JS strategy chose; '' or an unknown one falls back.
         let first = match options.server.as_deref() {
