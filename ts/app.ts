@@ -162,6 +162,11 @@ export class Velithon {
     return this.#metrics
   }
 
+  /** Request summaries the `MetricsMiddleware` collector missed because it fell behind. */
+  get collectorDropped(): number {
+    return this.#native?.collectorDropped() ?? 0
+  }
+
   /**
    * Adds a route answered by a JS function. `methods` defaults to GET (which also
    * answers HEAD).

@@ -1,8 +1,13 @@
 // Benchmark target: Velithon with one pure-proxy route (no JavaScript per request).
-//   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy | transforms | header-function]
+//   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy | transforms | header-function |
+//     metrics-off | rate-memory | rate-redis | collector]
 // `transforms`: the plain route plus static header rules (add two, remove one, modify
 // one) and a path rule (strip + add a prefix), all applied in Rust. `header-function`:
 // the plain route plus one header whose value a JS function computes per request.
+// The plain route records metrics (the gateway's, on by default); `metrics-off` turns
+// that off. `rate-memory` / `rate-redis`: a rate limit far above the load (every request
+// is decided, none refused), in memory or in a redis-server this script starts on a free
+// port (and stops). `collector`: a MetricsMiddleware with a JS collectorFunction.
 // With a strategy (round_robin | random | weighted | least_connections | p2c |
 // consistent_hash) the load balancer has three servers, all the same upstream under
 // three base paths (/a, /b, /c: the fixed upstream answers any path), so the row
@@ -20,7 +25,11 @@ import {
   ConsistentHashStrategy,
   HeaderTransformer,
   PathTransformer,
+  MetricsMiddleware,
+  RateLimitMiddleware,
 } from '../../dist/esm/index.js'
+import { spawn } from 'node:child_process'
+import net from 'node:net'
 import { serveUntilKilled } from './serve.mjs'
 
 const upstream = process.argv[2]
@@ -46,7 +55,8 @@ if (strategyName === 'transforms') {
   let n = 0
   transformers = [new HeaderTransformer({ addHeaders: { 'X-Seq': () => String(++n) } })]
 }
-if (!strategyName || strategyName === 'transforms' || strategyName === 'header-function') {
+const MODES = ['transforms', 'header-function', 'metrics-off', 'rate-memory', 'rate-redis', 'collector']
+if (!strategyName || MODES.includes(strategyName)) {
   lb = new LoadBalancer({ upstreamServers: [upstream] })
 } else {
   const servers = ['/a', '/b', '/c'].map((p) => upstream + p)
@@ -65,8 +75,39 @@ if (!strategyName || strategyName === 'transforms' || strategyName === 'header-f
   }
   lb = new LoadBalancer({ upstreamServers: servers, strategy: make() })
 }
-const gw = new Gateway({ loadBalancer: lb, transformers })
+const gw = new Gateway({ loadBalancer: lb, transformers, ...(strategyName === 'metrics-off' && { metrics: false }) })
 gw.route('/{path:path}')
-const app = new Velithon({ workerThreads })
+const middleware = []
+if (strategyName === 'rate-memory') middleware.push(new RateLimitMiddleware({ requestsPerMinute: 100_000_000, burst: 1_000_000 }))
+if (strategyName === 'rate-redis') {
+  const port = await startRedis()
+  middleware.push(new RateLimitMiddleware({ requestsPerMinute: 100_000_000, burst: 1_000_000, store: { redis: `redis://127.0.0.1:${port}` } }))
+}
+if (strategyName === 'collector') {
+  let n = 0
+  middleware.push(new MetricsMiddleware({ path: false, collectorFunction: () => void n++ }))
+}
+const app = new Velithon({ workerThreads, middleware })
 app.includeRouter(gw.getRouter())
 await serveUntilKilled(app)
+
+/** Starts redis-server on a free port (stopped when this process exits). */
+async function startRedis() {
+  const port = await new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  process.on('exit', () => child.kill())
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true) })
+      s.on('error', () => resolve(false))
+    })
+    if (up) return port
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error('redis-server did not start')
+}
