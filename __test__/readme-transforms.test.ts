@@ -181,7 +181,8 @@ describe('README: in step with this file', () => {
   it("every line of the section's examples appears here (ports as u1–u3)", () => {
     const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8')
     const start = readme.indexOf('## Transformations, route options and identity headers')
-    const end = readme.indexOf('## Gateway options (connection pool)')
+    // The section ends at the next top-level heading.
+    const end = readme.indexOf('\n## ', start + 1)
     expect(start).toBeGreaterThan(0)
     expect(end).toBeGreaterThan(start)
     const section = readme.slice(start, end)

@@ -20,7 +20,8 @@ use crate::client::{millis, NativeClient};
 use crate::data_plane::DataPlane;
 use crate::errors::{coded, invalid, to_napi};
 use crate::handler::{
-    CompleteArgs, DispatchArgs, HandlerBridge, HandlerReply, JsForwardOptions, JsRouteHandler,
+    CompleteArgs, DispatchArgs, ForwardPolicies, HandlerBridge, HandlerReply, JsForwardOptions,
+    JsRouteHandler,
 };
 use crate::metrics::NativeMetrics;
 use crate::middleware::{
@@ -82,6 +83,8 @@ pub struct NativeApp {
     key: OnceLock<Arc<crate::callback::JsCallback<KeyArgs, String>>>,
     collector_turn: OnceLock<Arc<tokio::sync::Semaphore>>,
     collector_dropped: OnceLock<Arc<std::sync::atomic::AtomicU64>>,
+    /// The app's metrics once it listens (for `forwardRequest`).
+    metrics: OnceLock<Arc<velithon_core::metrics::Metrics>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +115,7 @@ impl NativeApp {
             key: OnceLock::new(),
             collector_turn: OnceLock::new(),
             collector_dropped: OnceLock::new(),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -233,8 +237,11 @@ impl NativeApp {
             balancer.inner.clone(),
             client.inner.clone(),
             options,
-            Some(retry.inner.clone()),
-            Some(transforms.inner.clone()),
+            ForwardPolicies {
+                retry: Some(retry.inner.clone()),
+                transforms: Some(transforms.inner.clone()),
+                metrics: self.metrics.get().cloned(),
+            },
             move |done| bridge.complete(token, done),
         );
         Ok(())
@@ -307,6 +314,9 @@ impl NativeApp {
             }
             None => Middleware::default(),
         };
+        if let Some(m) = &middleware.metrics {
+            let _ = self.metrics.set(m.clone());
+        }
         let handlers = self.handlers.get().cloned();
         let mut router = Router::new();
         for (pattern, methods, spec) in specs {

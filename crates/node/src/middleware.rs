@@ -219,10 +219,15 @@ async fn deliver(
     turn: Arc<tokio::sync::Semaphore>,
 ) {
     let mut buf = Vec::with_capacity(batch);
-    while rx.recv_many(&mut buf, batch).await > 0 {
+    loop {
+        // JS's turn first: while it works on a batch, summaries wait in the channel
+        // (at most `collectorQueue`), never in this buffer.
         match turn.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return,
+        }
+        if rx.recv_many(&mut buf, batch).await == 0 {
+            return;
         }
         // Whatever queued while JS was busy goes in this batch too.
         while buf.len() < batch {

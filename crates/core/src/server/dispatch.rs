@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::handler::{HandlerRequest, RequestHandler};
-use super::middleware::{ensure_traceparent, Middleware, RequestSummary};
+use super::middleware::{client_ip, ensure_traceparent, Middleware, RequestSummary};
 use crate::body::{boxed, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::RouteId;
@@ -83,7 +83,8 @@ impl App {
                 latin1_pairs(req.headers()),
             )
         });
-        let decision = mw.rate_limit(&req, conn.peer.ip()).await;
+        let client = client_ip(&req, conn);
+        let decision = mw.rate_limit(&req, client).await;
         let (mut res, route) = match &decision {
             Some(d) if !d.allowed => (mw.refused(d), None),
             _ => {
@@ -113,7 +114,7 @@ impl App {
                     .unwrap_or_default(),
                 status: res.status().as_u16(),
                 duration: elapsed,
-                client: conn.peer.ip().to_string(),
+                client: client.to_string(),
                 request_headers,
                 response_headers: latin1_pairs(res.headers()),
             });

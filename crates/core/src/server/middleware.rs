@@ -165,6 +165,26 @@ impl Middleware {
     }
 }
 
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
+/// address in its `X-Forwarded-For` (the client it saw, as NGINX's `real_ip` without
+/// recursion).
+pub fn client_ip<B>(req: &Request<B>, conn: &crate::proxy::ConnInfo) -> IpAddr {
+    if conn.peer_is_trusted {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    conn.peer.ip()
+}
+
 /// Sets `traceparent` when absent or malformed: version 00, a random trace id and parent
 /// id, sampled. A valid one passes untouched.
 pub fn ensure_traceparent(headers: &mut http::HeaderMap) {

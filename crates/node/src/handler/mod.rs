@@ -19,7 +19,7 @@ use velithon_core::server::{HandlerRequest, RequestHandler, ResponseFuture};
 use crate::callback::{JsCallback, Registry};
 
 pub use reply::HandlerReply;
-pub use request::{Completion, JsForwardOptions, RequestHead, RequestState};
+pub use request::{Completion, ForwardPolicies, JsForwardOptions, RequestHead, RequestState};
 
 /// `(token, routeId, requestId, method, url, headers, params, clientAddress,
 /// clientPort, httpVersion)`; JS answers with `respond(token, …)`.

@@ -170,6 +170,13 @@ async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, Gat
     Ok(buf.freeze())
 }
 
+/// What a `forwardRequest` runs with besides its options.
+pub struct ForwardPolicies {
+    pub retry: Option<Arc<RetryPolicy>>,
+    pub transforms: Option<Arc<RouteTransforms>>,
+    pub metrics: Option<Arc<velithon_core::metrics::Metrics>>,
+}
+
 #[napi(object)]
 pub struct JsForwardOptions {
     /// A server URL the JS strategy chose ('' = it failed, fall back); absent: the
@@ -273,16 +280,13 @@ impl RequestState {
         balancer: Arc<LoadBalancer>,
         client: Arc<UpstreamClient>,
         options: JsForwardOptions,
-        retry: Option<Arc<RetryPolicy>>,
-        transforms: Option<Arc<RouteTransforms>>,
+        policies: ForwardPolicies,
         done: impl FnOnce(Completion) + Send + 'static,
     ) {
         let runtime = self.runtime.clone();
         let done = Done(Some(Box::new(done)));
         runtime.spawn(async move {
-            let forwarded = self
-                .forward(&balancer, &client, options, retry.as_deref(), transforms)
-                .await;
+            let forwarded = self.forward(&balancer, &client, options, policies).await;
             done.send(match forwarded {
                 Ok(head) => head,
                 Err(err) => Completion::failed(err),
@@ -295,9 +299,14 @@ impl RequestState {
         balancer: &Arc<LoadBalancer>,
         client: &UpstreamClient,
         options: JsForwardOptions,
-        retry: Option<&RetryPolicy>,
-        transforms: Option<Arc<RouteTransforms>>,
+        policies: ForwardPolicies,
     ) -> Result<Completion, GatewayError> {
+        let ForwardPolicies {
+            retry,
+            transforms,
+            metrics,
+        } = policies;
+        let retry = retry.as_deref();
         let extra = header_pairs(&options.additional_headers)?;
         let mut req = Request::new(self.body_for_forward().await?);
         *req.method_mut() = self.method.clone();
@@ -310,7 +319,7 @@ impl RequestState {
             timeout: millis(options.timeout_ms),
             extra_headers: &extra,
             transforms: transforms.as_deref().filter(|t| !t.is_empty()),
-            metrics: None,
+            metrics: metrics.as_deref(),
         };
         // A server the JS strategy chose; '' or an unknown one falls back.
         let first = match options.server.as_deref() {
