@@ -600,6 +600,10 @@ describe('GatewayMetrics after a known load', () => {
       valueOf(fams, 'velithon_circuit_breaker_state', 'velithon_circuit_breaker_state', { server, state: st })
     expect([state(broken.url, 'closed'), state(broken.url, 'open'), state(broken.url, 'half_open')]).toEqual([0, 1, 0])
     expect([state(good.url, 'closed'), state(good.url, 'open'), state(good.url, 'half_open')]).toEqual([1, 0, 0])
+    // The pool: the good server's keep-alive connection waits idle after the requests.
+    const host = new URL(good.url).host
+    expect(fams.get('velithon_pool_idle_connections')?.type).toBe('gauge')
+    expect(valueOf(fams, 'velithon_pool_idle_connections', 'velithon_pool_idle_connections', { host })).toBeGreaterThanOrEqual(1)
   })
 })
 

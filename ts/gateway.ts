@@ -224,6 +224,7 @@ export class Gateway {
     this.#onError = (opts.onError as ((e: unknown) => void) | undefined) ?? reportTransformError
     const { NativeClient } = nativeBinding()
     this.#client = native(() => new NativeClient(clientOptions))
+    if (this.metrics) GatewayMetrics.watchClient(this.metrics, this.#client)
     if (this.loadBalancer) this.#use(this.loadBalancer)
   }
 

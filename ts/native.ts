@@ -213,6 +213,7 @@ export interface NativeClient {
 
 export interface NativeMetrics {
   watch(balancer: NativeLoadBalancer): void
+  watchClient(client: NativeClient): void
   snapshot(): Record<string, unknown>
   prometheus(): string
 }

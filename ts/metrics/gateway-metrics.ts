@@ -1,6 +1,6 @@
 import { native } from '../errors'
 import type { LoadBalancer } from '../load-balancer'
-import { nativeBinding, type NativeLoadBalancer, type NativeMetrics } from '../native'
+import { nativeBinding, type NativeClient, type NativeLoadBalancer, type NativeMetrics } from '../native'
 
 /** Latency figures in milliseconds. */
 export interface LatencySummary {
@@ -94,6 +94,11 @@ export class GatewayMetrics {
     metrics.#natives.push(lb)
     if (owner) metrics.#balancers.push(owner)
     metrics.#native.watch(lb)
+  }
+
+  /** @internal Reports `client`'s pool (idle connections per host). */
+  static watchClient(metrics: GatewayMetrics, client: NativeClient): void {
+    metrics.#native.watchClient(client)
   }
 
   /** @internal */

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use napi_derive::napi;
 use velithon_core::balancer::LoadBalancer;
+use velithon_core::client::UpstreamClient;
 use velithon_core::metrics::{render, Gauge, Metrics};
+
+use crate::client::NativeClient;
 
 use crate::balancer::NativeLoadBalancer;
 
@@ -13,6 +16,7 @@ use crate::balancer::NativeLoadBalancer;
 pub struct NativeMetrics {
     pub(crate) inner: Arc<Metrics>,
     pub(crate) balancers: Arc<Mutex<Vec<Arc<LoadBalancer>>>>,
+    pub(crate) clients: Arc<Mutex<Vec<Arc<UpstreamClient>>>>,
 }
 
 #[napi]
@@ -22,6 +26,16 @@ impl NativeMetrics {
         Self {
             inner: Arc::new(Metrics::new()),
             balancers: Arc::new(Mutex::new(Vec::new())),
+            clients: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Reports `client`'s pool (idle connections per host) with the metrics.
+    #[napi(catch_unwind)]
+    pub fn watch_client(&self, client: &NativeClient) {
+        let mut list = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if !list.iter().any(|c| Arc::ptr_eq(c, &client.inner)) {
+            list.push(client.inner.clone());
         }
     }
 
@@ -44,7 +58,10 @@ impl NativeMetrics {
     /// The Prometheus text exposition (format 0.0.4).
     #[napi(catch_unwind)]
     pub fn prometheus(&self) -> String {
-        render(&self.inner.snapshot(), &gauges(&self.balancers))
+        render(
+            &self.inner.snapshot(),
+            &gauges(&self.balancers, &self.clients),
+        )
     }
 }
 
@@ -55,9 +72,23 @@ impl Default for NativeMetrics {
 }
 
 /// Gauges for the watched balancers' servers.
-pub(crate) fn gauges(balancers: &Mutex<Vec<Arc<LoadBalancer>>>) -> Vec<Gauge> {
+pub(crate) fn gauges(
+    balancers: &Mutex<Vec<Arc<LoadBalancer>>>,
+    clients: &Mutex<Vec<Arc<UpstreamClient>>>,
+) -> Vec<Gauge> {
     let list = balancers.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut out = Vec::new();
+    let pools = clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for client in pools {
+        for (host, idle) in client.idle_connections() {
+            out.push(Gauge {
+                name: "velithon_pool_idle_connections".into(),
+                help: "Idle keep-alive connections in the pool, per upstream host".into(),
+                labels: vec![("host".into(), host)],
+                value: idle as f64,
+            });
+        }
+    }
     for lb in list {
         for s in lb.status() {
             let server = vec![("server".to_string(), s.url.clone())];

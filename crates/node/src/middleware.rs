@@ -153,11 +153,12 @@ pub fn build(
         }
     };
     let balancers = metrics.balancers.clone();
+    let clients = metrics.clients.clone();
     Ok(Built {
         middleware: Middleware {
             metrics: options.metrics.then(|| metrics.inner.clone()),
             metrics_path: options.metrics_path,
-            gauges: Some(Arc::new(move || gauges(&balancers))),
+            gauges: Some(Arc::new(move || gauges(&balancers, &clients))),
             rate_limit,
             traceparent: options.traceparent,
             observer,

@@ -59,6 +59,18 @@ impl H1Pool {
         })
     }
 
+    /// Idle pooled connections per host (`host:port`), for metrics.
+    pub(super) fn idle_counts(&self) -> Vec<(String, usize)> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, usize)> = idle
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(host, q)| (host.clone(), q.len()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Sends `req` (origin-form URI, `Host` set) to `authority` on a pooled or new
     /// connection. A request that could not be written on a reused connection (it was
     /// closed in the meantime) is sent again on a new one.

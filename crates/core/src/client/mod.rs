@@ -104,6 +104,11 @@ impl UpstreamClient {
         &self.settings
     }
 
+    /// Idle keep-alive connections per plain-HTTP upstream host (`host:port`).
+    pub fn idle_connections(&self) -> Vec<(String, usize)> {
+        self.h1.idle_counts()
+    }
+
     /// Waits (at most `connectionPoolTimeout`) for a connection slot to `authority` when
     /// `maxConnectionsPerHost` is set. Hold the slot while the request is in flight.
     pub async fn acquire(&self, authority: &str) -> Result<Option<ConnectionSlot>, GatewayError> {
