@@ -197,6 +197,7 @@ export const TARGETS = [
     'Velithon, workerThreads: 1, the pure route plus static header rules (add 2, remove 1, modify 1) and a path rule (strip /api, add /v1), all in Rust',
   ),
   velithonModeTarget('velithon-metrics-off', 'metrics-off', '/', 'Velithon, workerThreads: 1, the plain route with metrics recording off (Gateway({ metrics: false }))'),
+  velithonModeTarget('velithon-minimal', 'minimal', '/', 'Velithon, workerThreads: 1, the plain route with the per-request defaults off (requestId, stripIncomingHeaders, metrics)'),
   velithonModeTarget('velithon-rate-memory', 'rate-memory', '/', 'Velithon, workerThreads: 1, the plain route behind a RateLimitMiddleware in memory (limit far above the load)'),
   velithonModeTarget('velithon-rate-redis', 'rate-redis', '/', 'Velithon, workerThreads: 1, the plain route behind a RateLimitMiddleware in Redis (a local redis-server; limit far above the load)'),
   velithonModeTarget('velithon-collector', 'collector', '/', 'Velithon, workerThreads: 1, the plain route with a MetricsMiddleware JS collectorFunction (batched)'),

@@ -1,6 +1,6 @@
 // Benchmark target: Velithon with one pure-proxy route (no JavaScript per request).
 //   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy | transforms | header-function |
-//     metrics-off | rate-memory | rate-redis | collector]
+//     metrics-off | minimal | rate-memory | rate-redis | collector]
 // `transforms`: the plain route plus static header rules (add two, remove one, modify
 // one) and a path rule (strip + add a prefix), all applied in Rust. `header-function`:
 // the plain route plus one header whose value a JS function computes per request.
@@ -55,7 +55,7 @@ if (strategyName === 'transforms') {
   let n = 0
   transformers = [new HeaderTransformer({ addHeaders: { 'X-Seq': () => String(++n) } })]
 }
-const MODES = ['transforms', 'header-function', 'metrics-off', 'rate-memory', 'rate-redis', 'collector']
+const MODES = ['transforms', 'header-function', 'metrics-off', 'minimal', 'rate-memory', 'rate-redis', 'collector']
 if (!strategyName || MODES.includes(strategyName)) {
   lb = new LoadBalancer({ upstreamServers: [upstream] })
 } else {
@@ -75,7 +75,13 @@ if (!strategyName || MODES.includes(strategyName)) {
   }
   lb = new LoadBalancer({ upstreamServers: servers, strategy: make() })
 }
-const gw = new Gateway({ loadBalancer: lb, transformers, ...(strategyName === 'metrics-off' && { metrics: false }) })
+const gw = new Gateway({
+  loadBalancer: lb,
+  transformers,
+  ...(strategyName === 'metrics-off' && { metrics: false }),
+  // Every default per-request feature off: no request id, no identity-header stripping, no metrics.
+  ...(strategyName === 'minimal' && { metrics: false, requestId: false, stripIncomingHeaders: false }),
+})
 gw.route('/{path:path}')
 const middleware = []
 if (strategyName === 'rate-memory') middleware.push(new RateLimitMiddleware({ requestsPerMinute: 100_000_000, burst: 1_000_000 }))
