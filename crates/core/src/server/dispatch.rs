@@ -103,6 +103,10 @@ impl App {
         if let Some(metrics) = &mw.metrics {
             let id = route.and_then(|i| self.route_ids.get(i).copied());
             metrics.record(id, res.status().as_u16(), elapsed);
+            // Only the gateway's own body limits answer 413.
+            if res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                metrics.count_rejection(crate::metrics::Rejection::BodyTooLarge);
+            }
         }
         if let (Some(observer), Some((method, path, request_headers))) = (&mw.observer, observed) {
             observer.observe(RequestSummary {
