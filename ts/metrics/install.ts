@@ -32,7 +32,7 @@ export function installMiddleware(
   const key = keyFunction
     ? (token: number, method: string, path: string, headers: string, client: string) => {
         const flat = headers === '' ? [] : headers.split('\n')
-        const record: Record<string, string> = {}
+        const record: Record<string, string> = Object.create(null)
         for (let i = 0; i < flat.length; i += 2) record[flat[i]] = flat[i] in record ? `${record[flat[i]]}, ${flat[i + 1]}` : flat[i + 1]
         Promise.resolve()
           .then(() => keyFunction({ method, path, headers: record, client }))
@@ -74,8 +74,17 @@ export function installMiddleware(
           } catch (err) {
             report(err)
           }
-          // The next batch comes when this one is done.
-          Promise.all(work).finally(() => app.collectorDone())
+          // The next batch comes when this one is done, or after a minute at most (a
+          // promise that never settles must not stop the collector for good).
+          let timer: NodeJS.Timeout | undefined
+          const limit = new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, 60_000)
+            timer.unref()
+          })
+          Promise.race([Promise.all(work), limit]).finally(() => {
+            clearTimeout(timer)
+            app.collectorDone()
+          })
         }
       : null
 

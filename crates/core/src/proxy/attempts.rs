@@ -42,7 +42,14 @@ pub async fn forward_balanced(
     let Some(transforms) = options.transforms else {
         return forward_attempts(balancer, client, req, conn, options, retry, first).await;
     };
-    let (req, applied) = transforms.apply_request(req, options.timeout).await?;
+    let (req, applied) = transforms
+        .apply_request(req, options.timeout)
+        .await
+        .inspect_err(|err| {
+            if let (ErrorCode::BodyTooLarge, Some(m)) = (err.code(), options.metrics) {
+                m.count_rejection(Rejection::BodyTooLarge);
+            }
+        })?;
     let res = forward_attempts(balancer, client, req, conn, options, retry, first)
         .await
         .map_err(|e| transforms.tag_applied(e, &applied))?;

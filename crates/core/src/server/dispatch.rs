@@ -73,9 +73,6 @@ impl App {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mw = &self.middleware;
-        if let Some(res) = mw.metrics_endpoint(&req) {
-            return res;
-        }
         let observed = mw.observer.as_ref().map(|_| {
             (
                 req.method().as_str().to_string(),
@@ -85,6 +82,12 @@ impl App {
         });
         let client = client_ip(&req, conn);
         let decision = mw.rate_limit(&req, client).await;
+        if decision.as_ref().is_none_or(|d| d.allowed) {
+            // After the rate limit: /metrics is limited like any path.
+            if let Some(res) = mw.metrics_endpoint(&req) {
+                return res;
+            }
+        }
         let (mut res, route) = match &decision {
             Some(d) if !d.allowed => (mw.refused(d), None),
             _ => {
@@ -103,10 +106,6 @@ impl App {
         if let Some(metrics) = &mw.metrics {
             let id = route.and_then(|i| self.route_ids.get(i).copied());
             metrics.record(id, res.status().as_u16(), elapsed);
-            // Only the gateway's own body limits answer 413.
-            if res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                metrics.count_rejection(crate::metrics::Rejection::BodyTooLarge);
-            }
         }
         if let (Some(observer), Some((method, path, request_headers))) = (&mw.observer, observed) {
             observer.observe(RequestSummary {

@@ -139,7 +139,7 @@ impl Middleware {
                 }
             }
         };
-        Some(stage.limiter.check(&key).await)
+        Some(stage.limiter.check(&bounded_key(key)).await)
     }
 
     /// 429 for a refused request, with the rate-limit headers.
@@ -166,23 +166,53 @@ impl Middleware {
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
-/// address in its `X-Forwarded-For` (the client it saw, as NGINX's `real_ip` without
-/// recursion).
+/// entry of its `X-Forwarded-For` (the client it saw, as NGINX's `real_ip` without
+/// recursion; `ip:port` and `[v6]:port` forms accepted). Only that last entry counts: an
+/// entry the proxy wrote that does not parse (`unknown`) falls back to the peer, never
+/// to an earlier entry the client may have forged.
 pub fn client_ip<B>(req: &Request<B>, conn: &crate::proxy::ConnInfo) -> IpAddr {
     if conn.peer_is_trusted {
-        let forwarded = req
+        let last = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if let Some(ip) = forwarded {
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if let Some(ip) = last.and_then(parse_forwarded_ip) {
             return ip;
         }
     }
     conn.peer.ip()
+}
+
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// Keys longer than this are stored as a hash (bounded memory per key).
+const MAX_KEY_LEN: usize = 128;
+
+fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // Two fixed-key SipHashes: stable for the process, 128 bits.
+    let mut a =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    a.write(key.as_bytes());
+    let mut b =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    b.write_u8(0x5a);
+    b.write(key.as_bytes());
+    format!("#{:016x}{:016x}", a.finish(), b.finish())
 }
 
 /// Sets `traceparent` when absent or malformed: version 00, a random trace id and parent
@@ -225,6 +255,39 @@ fn is_valid_traceparent(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_ip_is_the_last_forwarded_entry_of_a_trusted_proxy_only() {
+        let peer: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let trusted = crate::proxy::ConnInfo::new(peer, false, true);
+        let untrusted = crate::proxy::ConnInfo::new(peer, false, false);
+        let req = |xff: &str| {
+            Request::builder()
+                .header("x-forwarded-for", xff)
+                .body(())
+                .unwrap()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_ip(&req("6.6.6.6, 1.2.3.4"), &trusted), ip("1.2.3.4"));
+        assert_eq!(
+            client_ip(&req("6.6.6.6, 1.2.3.4:5678"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(&req("6.6.6.6, [2001:db8::1]:443"), &trusted),
+            ip("2001:db8::1")
+        );
+        // An entry the proxy wrote that is not an address never lets a forged one through.
+        assert_eq!(
+            client_ip(&req("6.6.6.6, unknown"), &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(client_ip(&req("6.6.6.6"), &untrusted), ip("10.0.0.1"));
+        assert_eq!(bounded_key("short".into()), "short");
+        let long = bounded_key("k".repeat(1000));
+        assert!(long.starts_with('#') && long.len() == 33, "{long}");
+        assert_eq!(long, bounded_key("k".repeat(1000)));
+    }
 
     #[test]
     fn traceparent_is_kept_when_valid_and_made_when_not() {
