@@ -137,7 +137,7 @@ function emptyOptions() {
 }
 
 function record(flat: string[]): Record<string, string> {
-  const out: Record<string, string> = {}
+  const out: Record<string, string> = Object.create(null)
   for (let i = 0; i < flat.length; i += 2) {
     const k = flat[i]
     out[k] = k in out ? `${out[k]}, ${flat[i + 1]}` : flat[i + 1]

@@ -81,6 +81,18 @@ async fn header_and_path_rules_request_ids_and_identity_headers() {
         assert_eq!(reply.json()["headers"]["x-request-id"][0], "abc-123");
         assert_eq!(reply.headers["x-request-id"], "abc-123");
 
+        // Identity headers spelled with underscores go too; a bad client id is replaced.
+        let req = Request::builder()
+            .uri(gw_url(&gw, "/api/v1/x"))
+            .header("x_user_id", "forged")
+            .header("x-request-id", "has space")
+            .body(empty())
+            .unwrap();
+        let reply = send(&client, req).await;
+        let headers = &reply.json()["headers"];
+        assert!(headers.get("x_user_id").is_none(), "{headers}");
+        assert_ne!(headers["x-request-id"][0], "has space");
+
         // A dot segment never reaches the origin.
         let reply = get(&client, &gw_url(&gw, "/api/v1/%2e%2e/admin")).await;
         reply.assert_error(400, "VG_BAD_REQUEST");

@@ -54,7 +54,7 @@ pub async fn forward_balanced(
         .await
         .map_err(|e| transforms.tag_applied(e, &applied))?;
     transforms
-        .apply_response(res, &applied)
+        .apply_response(res, &applied, options.timeout)
         .await
         .map_err(|e| transforms.tag_applied(e, &applied))
 }

@@ -101,15 +101,19 @@ impl RouteTransforms {
     ) -> Result<(Request<ProxyBody>, Applied), GatewayError> {
         let (mut parts, body) = req.into_parts();
         strip_headers(&mut parts.headers, &self.strip_incoming);
+        if self.response_body.is_some() {
+            // A response body transformer needs bytes it can read: ask for no compression.
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
         let request_id = self.request_id.as_ref().map(|name| {
-            match parts.headers.get(name).filter(|v| !v.is_empty()) {
-                Some(id) => id.clone(),
-                None => {
-                    let id = new_request_id();
-                    parts.headers.insert(name.clone(), id.clone());
-                    id
-                }
-            }
+            // A client's id is kept when it is a sane token (≤ 200 visible ASCII bytes);
+            // anything else is replaced. Either way exactly one value goes upstream.
+            let id = match parts.headers.get(name) {
+                Some(v) if is_sane_id(v) => v.clone(),
+                _ => new_request_id(),
+            };
+            parts.headers.insert(name.clone(), id.clone());
+            id
         });
         let tag = |err: GatewayError| self.tag_error(err, request_id.as_ref());
         self.request_rest(parts, body, request_id.clone(), read_timeout)
@@ -155,6 +159,7 @@ impl RouteTransforms {
             for rules in &self.path {
                 path = rules
                     .apply(&path)
+                    .map(|p| single_leading_slash(p))
                     .map_err(|e| {
                         GatewayError::new(
                             ErrorCode::BadRequest,
@@ -188,7 +193,11 @@ impl RouteTransforms {
         };
         // A request without a body (a GET) has nothing to transform.
         let body = match &self.request_body {
-            Some(stage) if !body.is_end_stream() && stage.applies_to(&parts.headers) => {
+            Some(stage)
+                if !body.is_end_stream()
+                    && !is_encoded(&parts.headers)
+                    && stage.applies_to(&parts.headers) =>
+            {
                 let read =
                     tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
                 let read = read.await.map_err(|_| {
@@ -226,6 +235,7 @@ impl RouteTransforms {
         &self,
         res: Response<ProxyBody>,
         applied: &Applied,
+        read_timeout: std::time::Duration,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let (mut parts, body) = res.into_parts();
         for rules in self.response_headers.iter() {
@@ -244,28 +254,42 @@ impl RouteTransforms {
         if let (Some(name), Some(id)) = (&self.request_id, &applied.request_id) {
             parts.headers.insert(name.clone(), id.clone());
         }
-        let bodiless = applied.method == http::Method::HEAD
+        // Bodies a transformer must not touch: none at all, partial (206), still
+        // compressed, or an event stream that never ends.
+        let untouchable = applied.method == http::Method::HEAD
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED
-            || parts.status.is_informational();
+            || parts.status == StatusCode::PARTIAL_CONTENT
+            || parts.status.is_informational()
+            || body.is_end_stream()
+            || is_encoded(&parts.headers)
+            || content_type(&parts.headers)
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream");
         let body = match &self.response_body {
-            Some(stage) if !bodiless && stage.applies_to(&parts.headers) => {
-                let bytes = collect_limited(body, stage.max_size)
-                    .await
-                    .map_err(|e| match e {
-                        Collect::TooLarge => GatewayError::new(
-                            ErrorCode::UpstreamProtocol,
-                            format!(
+            Some(stage) if !untouchable && stage.applies_to(&parts.headers) => {
+                let read =
+                    tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
+                let read = read.await.map_err(|_| {
+                    GatewayError::new(
+                        ErrorCode::UpstreamTimeout,
+                        "the upstream response body did not arrive in time to be transformed",
+                    )
+                })?;
+                let bytes = read.map_err(|e| match e {
+                    Collect::TooLarge => GatewayError::new(
+                        ErrorCode::UpstreamProtocol,
+                        format!(
                             "the upstream response body is larger than the transformer's {} bytes",
                             stage.max_size
                         ),
-                        ),
-                        Collect::Broken(e) => GatewayError::new(
-                            ErrorCode::UpstreamProtocol,
-                            "the upstream response body broke off",
-                        )
-                        .with_cause(e),
-                    })?;
+                    ),
+                    Collect::Broken(e) => GatewayError::new(
+                        ErrorCode::UpstreamProtocol,
+                        "the upstream response body broke off",
+                    )
+                    .with_cause(e),
+                })?;
                 let out = stage
                     .function
                     .transform(bytes, content_type(&parts.headers))
@@ -300,6 +324,30 @@ impl BodyStage {
             }
         })
     }
+}
+
+/// `//host/x` would read as a host to an upstream resolving the path against a base
+/// URL: after a rewrite, a path starts with exactly one '/'.
+fn single_leading_slash(p: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    if p.starts_with("//") {
+        std::borrow::Cow::Owned(format!("/{}", p.trim_start_matches('/')))
+    } else {
+        p
+    }
+}
+
+/// Whether a body is compressed (or otherwise encoded): a transformer would see bytes it
+/// cannot read, so such bodies pass untouched.
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+fn is_sane_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|&c| (0x21..=0x7e).contains(&c))
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -391,11 +439,22 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
     if names.is_empty() {
         return;
     }
-    let found = headers.keys().any(|k| names.contains(k));
-    if found {
-        for name in names {
-            headers.remove(name);
-        }
+    // `x_user_id` is `X-User-Id` to CGI-style servers (Rack, Puma < 6.4.3): strip those too.
+    let same = |k: &HeaderName, n: &HeaderName| {
+        k == n
+            || (k.as_str().len() == n.as_str().len()
+                && k.as_str()
+                    .bytes()
+                    .zip(n.as_str().bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-')))
+    };
+    let hits: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.iter().any(|n| same(k, n)))
+        .cloned()
+        .collect();
+    for name in hits {
+        headers.remove(&name);
     }
 }
 

@@ -185,7 +185,11 @@ impl Pattern {
         if idx >= path.len() {
             "/"
         } else {
-            &path[idx..]
+            // One leading '/' only: `//host/x` would read as a host to an upstream that
+            // resolves the path against a base URL.
+            let rest = &path[idx..];
+            let extra = rest.len() - rest.trim_start_matches('/').len();
+            &rest[extra.saturating_sub(1)..]
         }
     }
 }
@@ -280,6 +284,9 @@ mod tests {
     fn strip_removes_the_part_before_the_tail() {
         let pat = p("/gateway/api/{path:path}");
         assert_eq!(pat.strip("/gateway/api/users/1"), "/users/1");
+        // No `//host` after a strip.
+        assert_eq!(pat.strip("/gateway/api//evil.com/x"), "/evil.com/x");
+        assert_eq!(pat.strip("/gateway/api///"), "/");
         assert_eq!(pat.strip("/gateway/api"), "/");
         assert_eq!(pat.strip("/gateway/api/"), "/");
         let pat = p("/t/{tenant}/{rest:path}");
