@@ -308,3 +308,17 @@ export function nativeBinding(): NativeBinding {
 export function splitHeaders(joined: string): string[] {
   return joined === '' ? [] : joined.split('\n')
 }
+
+/**
+ * A joined header list as an object for user functions: lower-case names, repeated
+ * headers joined with ', ', no prototype (a header named `constructor` is just a header).
+ */
+export function headerObject(joined: string): Record<string, string> {
+  const flat = splitHeaders(joined)
+  const out: Record<string, string> = Object.create(null)
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]
+    out[k] = k in out ? `${out[k]}, ${flat[i + 1]}` : flat[i + 1]
+  }
+  return out
+}

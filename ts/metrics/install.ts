@@ -4,7 +4,7 @@
  * and the collector (JS gets batches of request summaries, one batch at a time).
  */
 import { callHook, native } from '../errors'
-import type { NativeApp } from '../native'
+import { headerObject, type NativeApp } from '../native'
 import type { GatewayRouter } from '../router'
 import { GatewayRouter as Router } from '../router'
 import { GatewayMetrics } from './gateway-metrics'
@@ -31,11 +31,8 @@ export function installMiddleware(
   const keyFunction = rate?.keyFunction
   const key = keyFunction
     ? (token: number, method: string, path: string, headers: string, client: string) => {
-        const flat = headers === '' ? [] : headers.split('\n')
-        const record: Record<string, string> = Object.create(null)
-        for (let i = 0; i < flat.length; i += 2) record[flat[i]] = flat[i] in record ? `${record[flat[i]]}, ${flat[i + 1]}` : flat[i + 1]
         Promise.resolve()
-          .then(() => keyFunction({ method, path, headers: record, client }))
+          .then(() => keyFunction({ method, path, headers: headerObject(headers), client }))
           .then(
             (k) => app.completeKey(token, typeof k === 'string' ? k : ''),
             () => app.completeKey(token, ''),

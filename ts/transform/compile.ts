@@ -5,7 +5,7 @@
  * enters JavaScript.
  */
 import { callHook, native } from '../errors'
-import { nativeBinding, splitHeaders, type HeaderRuleOptions, type NativeTransforms, type PathRuleOptions } from '../native'
+import { headerObject, nativeBinding, type HeaderRuleOptions, type NativeTransforms, type PathRuleOptions } from '../native'
 import { BodyTransformer } from './body-transformer'
 import { HeaderTransformer, type CompiledHeaderRules, type TransformContext } from './header-transformer'
 import { PathTransformer } from './path-transformer'
@@ -73,7 +73,7 @@ export function nativeTransforms(plan: TransformPlan): NativeTransforms {
     dynamicRequest || dynamicResponse
       ? (token: number, phase: number, method: string, path: string, status: number, headers: string) => {
           const rules = phase === 0 ? requestRules : responseRules
-          runHeaderFunctions(rules, { method, path, headers: record(splitHeaders(headers)), ...(phase === 1 && { status }) }).then(
+          runHeaderFunctions(rules, { method, path, headers: headerObject(headers), ...(phase === 1 && { status }) }).then(
             (pairs) => transforms?.completeHeaders(token, true, pairs, ''),
             (err: unknown) => {
               report(err)
@@ -136,14 +136,6 @@ function emptyOptions() {
   }
 }
 
-function record(flat: string[]): Record<string, string> {
-  const out: Record<string, string> = Object.create(null)
-  for (let i = 0; i < flat.length; i += 2) {
-    const k = flat[i]
-    out[k] = k in out ? `${out[k]}, ${flat[i + 1]}` : flat[i + 1]
-  }
-  return out
-}
 
 
 /** Runs the function values in order; each sees the headers as the previous left them. */

@@ -239,7 +239,7 @@ impl NativeApp {
             options,
             ForwardPolicies {
                 retry: Some(retry.inner.clone()),
-                transforms: Some(transforms.inner.clone()),
+                transforms: transforms.active(),
                 metrics: self.metrics.get().cloned(),
             },
             move |done| bridge.complete(token, done),
@@ -279,7 +279,7 @@ impl NativeApp {
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
             retry: Some(retry.inner.clone()),
-            transforms: Some(transforms.inner.clone()),
+            transforms: transforms.active(),
             metrics: None,
         };
         self.add_route(pattern, methods, RouteSpec::Proxy(route))

@@ -128,6 +128,14 @@ pub fn check_path_rule(rule: PathRuleOptions) -> String {
     path_rule(&rule).err().unwrap_or_default()
 }
 
+impl NativeTransforms {
+    /// The transformations for a route or forward; `None` when there is nothing to do,
+    /// decided once here instead of on every request.
+    pub(crate) fn active(&self) -> Option<Arc<RouteTransforms>> {
+        (!self.inner.is_empty()).then(|| self.inner.clone())
+    }
+}
+
 #[napi]
 impl NativeTransforms {
     #[napi(constructor, catch_unwind)]

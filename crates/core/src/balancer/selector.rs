@@ -25,17 +25,7 @@ impl From<&PickContext<'_>> for OwnedPickContext {
         Self {
             method: ctx.method.as_str().to_string(),
             path: ctx.path.to_string(),
-            headers: ctx
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        // One character per byte, as Node's http reads header values.
-                        v.as_bytes().iter().map(|&b| char::from(b)).collect(),
-                    )
-                })
-                .collect(),
+            headers: crate::proxy::latin1_pairs(ctx.headers),
             client: ctx.client,
         }
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 
-use super::replay;
 use super::retry::{is_idempotent, AttemptReport, RetryPolicy};
+use super::{latin1_pairs, replay};
 use super::{send_upstream, ConnInfo, ForwardOptions};
 use crate::balancer::{InFlight, Lease, LoadBalancer, Outcome, Outcomes, PickContext, Upstream};
 use crate::body::ProxyBody;
@@ -284,15 +284,7 @@ async fn should_retry(
         method: method.as_str().to_string(),
         server: upstream.url().to_string(),
         status: attempt.status,
-        headers: attempt.headers.map_or_else(Vec::new, |headers| {
-            headers
-                .iter()
-                .map(|(k, v)| {
-                    let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
-                    (k.as_str().to_string(), value)
-                })
-                .collect()
-        }),
+        headers: attempt.headers.map_or_else(Vec::new, latin1_pairs),
         error: attempt.error.map(ErrorCode::as_str),
     };
     // The user's rule may not take longer than the request has left.

@@ -101,6 +101,20 @@ pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, original_host: Op
     }
 }
 
+/// Header names and values as text, one character per byte (latin-1), as Node's http
+/// reads header values: what user callbacks see of a header list.
+pub fn latin1_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 
 pub use attempts::{forward_balanced, FirstPick};
-pub use headers::{remove_hop_by_hop, set_forwarded};
+pub use headers::{latin1_pairs, remove_hop_by_hop, set_forwarded};
 pub use replay::Replay;
 pub use retry::{is_idempotent, AttemptReport, DecideFuture, RetryDecider, RetryPolicy};
 pub use transforms::{
@@ -44,7 +44,7 @@ pub struct ProxyRoute {
     pub timeout: Duration,
     /// Retries; `None` sends each request once.
     pub retry: Option<Arc<RetryPolicy>>,
-    /// Header, path and body transformations; `None` changes nothing.
+    /// Header, path and body transformations; `None` changes nothing (never `Some` of empty ones).
     pub transforms: Option<Arc<RouteTransforms>>,
     /// Where attempts, retries and rejections are counted (set when the app has metrics).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -72,7 +72,7 @@ pub async fn forward(
     req: Request<ProxyBody>,
     conn: &ConnInfo,
 ) -> Response<ProxyBody> {
-    let transforms = route.transforms.as_deref().filter(|t| !t.is_empty());
+    let transforms = route.transforms.as_deref();
     // With path rules, stripPath comes first: the rules see the path after the strip.
     let (req, strip) = match (route.strip_path, transforms) {
         (true, Some(t)) if t.has_path_rules() => match strip_now(req, pattern) {

@@ -21,6 +21,8 @@ use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::transform::{HeaderRules, PathRules};
 
+use super::latin1_pairs;
+
 pub type TransformFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 
 /// What a JS header function sees.
@@ -198,32 +200,9 @@ impl RouteTransforms {
                     && !is_encoded(&parts.headers)
                     && stage.applies_to(&parts.headers) =>
             {
-                let read =
-                    tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
-                let read = read.await.map_err(|_| {
-                    GatewayError::new(
-                        ErrorCode::BadRequest,
-                        "the request body did not arrive in time",
-                    )
-                })?;
-                let bytes = read.map_err(|e| match e {
-                    Collect::TooLarge => GatewayError::new(
-                        ErrorCode::BodyTooLarge,
-                        format!("the request body is larger than {} bytes", stage.max_size),
-                    ),
-                    Collect::Broken(e) => GatewayError::new(
-                        ErrorCode::BadRequest,
-                        "the client's request body broke off",
-                    )
-                    .with_cause(e),
-                })?;
-                let out = stage
-                    .function
-                    .transform(bytes, content_type(&parts.headers))
-                    .await
-                    .map_err(function_failed)?;
-                set_length(&mut parts.headers, out.len());
-                full(out)
+                stage
+                    .run(body, &mut parts.headers, read_timeout, Side::Request)
+                    .await?
             }
             _ => body,
         };
@@ -268,35 +247,9 @@ impl RouteTransforms {
                 .starts_with("text/event-stream");
         let body = match &self.response_body {
             Some(stage) if !untouchable && stage.applies_to(&parts.headers) => {
-                let read =
-                    tokio::time::timeout(read_timeout, collect_limited(body, stage.max_size));
-                let read = read.await.map_err(|_| {
-                    GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        "the upstream response body did not arrive in time to be transformed",
-                    )
-                })?;
-                let bytes = read.map_err(|e| match e {
-                    Collect::TooLarge => GatewayError::new(
-                        ErrorCode::UpstreamProtocol,
-                        format!(
-                            "the upstream response body is larger than the transformer's {} bytes",
-                            stage.max_size
-                        ),
-                    ),
-                    Collect::Broken(e) => GatewayError::new(
-                        ErrorCode::UpstreamProtocol,
-                        "the upstream response body broke off",
-                    )
-                    .with_cause(e),
-                })?;
-                let out = stage
-                    .function
-                    .transform(bytes, content_type(&parts.headers))
-                    .await
-                    .map_err(function_failed)?;
-                set_length(&mut parts.headers, out.len());
-                full(out)
+                stage
+                    .run(body, &mut parts.headers, read_timeout, Side::Response)
+                    .await?
             }
             _ => body,
         };
@@ -304,7 +257,75 @@ impl RouteTransforms {
     }
 }
 
+/// Which body a stage works on: it decides what a failure is called.
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+impl Side {
+    fn late(self) -> GatewayError {
+        match self {
+            Side::Request => GatewayError::new(
+                ErrorCode::BadRequest,
+                "the request body did not arrive in time",
+            ),
+            Side::Response => GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                "the upstream response body did not arrive in time to be transformed",
+            ),
+        }
+    }
+
+    fn failed(self, why: Collect, limit: usize) -> GatewayError {
+        match (self, why) {
+            (Side::Request, Collect::TooLarge) => GatewayError::new(
+                ErrorCode::BodyTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            ),
+            (Side::Request, Collect::Broken(e)) => {
+                GatewayError::new(ErrorCode::BadRequest, "the client's request body broke off")
+                    .with_cause(e)
+            }
+            (Side::Response, Collect::TooLarge) => GatewayError::new(
+                ErrorCode::UpstreamProtocol,
+                format!(
+                    "the upstream response body is larger than the transformer's {limit} bytes"
+                ),
+            ),
+            (Side::Response, Collect::Broken(e)) => GatewayError::new(
+                ErrorCode::UpstreamProtocol,
+                "the upstream response body broke off",
+            )
+            .with_cause(e),
+        }
+    }
+}
+
 impl BodyStage {
+    /// Reads `body` (bounded in size and time), runs the function, and returns the new
+    /// body with `headers` framing it.
+    async fn run(
+        &self,
+        body: ProxyBody,
+        headers: &mut HeaderMap,
+        read_timeout: std::time::Duration,
+        side: Side,
+    ) -> Result<ProxyBody, GatewayError> {
+        let read = tokio::time::timeout(read_timeout, collect_limited(body, self.max_size))
+            .await
+            .map_err(|_| side.late())?;
+        let bytes = read.map_err(|e| side.failed(e, self.max_size))?;
+        let out = self
+            .function
+            .transform(bytes, content_type(headers))
+            .await
+            .map_err(function_failed)?;
+        set_length(headers, out.len());
+        Ok(full(out))
+    }
+
     fn applies_to(&self, headers: &HeaderMap) -> bool {
         if self.content_types.is_empty() {
             return true;
@@ -398,18 +419,6 @@ fn function_failed(why: String) -> GatewayError {
     } else {
         GatewayError::new(ErrorCode::CallbackFailed, "a transformer failed").with_cause(why)
     }
-}
-
-fn latin1_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
-            )
-        })
-        .collect()
 }
 
 /// Sets headers a function returned; an empty value removes the header.

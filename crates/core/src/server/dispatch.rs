@@ -11,7 +11,7 @@ use super::middleware::{client_ip, ensure_traceparent, Middleware, RequestSummar
 use crate::body::{boxed, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::RouteId;
-use crate::proxy::{self, ConnInfo, ProxyRoute};
+use crate::proxy::{self, latin1_pairs, ConnInfo, ProxyRoute};
 use crate::router::{RouteMiss, Router};
 
 /// What a matched route does.
@@ -177,16 +177,4 @@ impl App {
         };
         (res, None)
     }
-}
-
-fn latin1_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
-            )
-        })
-        .collect()
 }

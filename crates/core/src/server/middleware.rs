@@ -121,16 +121,7 @@ impl Middleware {
                 let call = KeyCall {
                     method: req.method().as_str().to_string(),
                     path: req.uri().path().to_string(),
-                    headers: req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str().to_string(),
-                                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
-                            )
-                        })
-                        .collect(),
+                    headers: crate::proxy::latin1_pairs(req.headers()),
                     client: client.to_string(),
                 };
                 match f.key(call).await {

@@ -318,7 +318,7 @@ impl RequestState {
             preserve_host: options.preserve_host,
             timeout: millis(options.timeout_ms),
             extra_headers: &extra,
-            transforms: transforms.as_deref().filter(|t| !t.is_empty()),
+            transforms: transforms.as_deref(),
             metrics: metrics.as_deref(),
         };
         // A server the JS strategy chose; '' or an unknown one falls back.
