@@ -10,6 +10,7 @@ import { GatewayMetrics } from './metrics/gateway-metrics'
 import { MetricsMiddleware } from './metrics/metrics-middleware'
 import { RateLimitMiddleware } from './metrics/rate-limit-middleware'
 import { installMiddleware } from './metrics/install'
+import { listenTls, tlsError, type ListenTlsOptions } from './listen-tls'
 
 /** What a handler may return: a `Response`, `JSONResponse`, the result of
  * `forwardRequest`/`forwardTo`, a string or Buffer, a plain value (sent as JSON), or
@@ -49,12 +50,18 @@ export interface ListenOptions {
   port?: number
   /** IP address to bind (`'localhost'` means 127.0.0.1). Default `'127.0.0.1'`. */
   host?: string
+  /**
+   * Serve HTTPS with this certificate and key (PEM). ALPN offers HTTP/2 and HTTP/1.1;
+   * `app.reloadTls()` swaps the certificate without a restart. Default: plain HTTP
+   * (which also speaks HTTP/2 to clients with prior knowledge, h2c).
+   */
+  tls?: ListenTlsOptions
 }
 
 export interface AddressInfo {
   host: string
   port: number
-  /** `http://host:port`, ready for a client. */
+  /** `http://host:port` (`https://…` with TLS), ready for a client. */
   url: string
 }
 
@@ -134,6 +141,8 @@ export class Velithon {
   #routes: AppRoute[] = []
   #native: NativeApp | undefined
   #address: AddressInfo | undefined
+  /** Whether the listener serves TLS (so `reloadTls` has something to reload). */
+  #tls = false
   #keepAlive: NodeJS.Timeout | undefined
   #listening: Promise<unknown> | undefined
   #closing: Promise<void> | undefined
@@ -237,7 +246,7 @@ export class Velithon {
   async listen(options: ListenOptions = {}): Promise<AddressInfo> {
     this.#assertNotStarted('listen')
     const opts = object(`${OWNER}.listen`, options)
-    knownKeys(`${OWNER}.listen`, opts, ['port', 'host'])
+    knownKeys(`${OWNER}.listen`, opts, ['port', 'host', 'tls'])
     const port = opts.port ?? 8000
     if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
       throw new ConfigError('port', `${OWNER}.listen: option "port" must be a whole number from 0 to 65535, got ${show(port)}`)
@@ -247,6 +256,7 @@ export class Velithon {
     if (typeof host !== 'string' || isIP(host) === 0) {
       throw new ConfigError('host', `${OWNER}.listen: option "host" must be an IP address or 'localhost', got ${show(hostOption)}`)
     }
+    const tls = listenTls(`${OWNER}.listen`, opts.tls)
 
     const { NativeApp } = nativeBinding()
     const app = native(() => new NativeApp(this.#options))
@@ -265,14 +275,14 @@ export class Velithon {
     }
     this.#metrics = installMiddleware(app, this.#middleware, this.#traceparent, this.#routes)
     this.#native = app
-    const listening = nativeAsync(() => app.listen(host, port))
+    const listening = nativeAsync(() => app.listen(host, port, tls))
     this.#listening = listening
     let bound: { host: string; port: number }
     try {
       bound = await listening
     } catch (err) {
       this.#native = undefined // a failed listen (port in use, …) may be retried
-      throw err
+      throw tlsError(`${OWNER}.listen`, err)
     }
     // The listener lives in Rust, invisible to Node's event loop: a referenced timer
     // keeps the process alive while listening, and the app stays reachable (so the
@@ -281,8 +291,31 @@ export class Velithon {
     LISTENING.add(this)
     this.#keepAlive = setInterval(() => {}, 1 << 30)
     const urlHost = bound.host.includes(':') ? `[${bound.host}]` : bound.host
-    this.#address = { host: bound.host, port: bound.port, url: `http://${urlHost}:${bound.port}` }
+    this.#tls = tls !== undefined
+    const scheme = this.#tls ? 'https' : 'http'
+    this.#address = { host: bound.host, port: bound.port, url: `${scheme}://${urlHost}:${bound.port}` }
     return this.#address
+  }
+
+  /**
+   * Swaps the listener's certificate and key without a restart (synchronous: the PEM is
+   * parsed and checked before this returns). Connections accepted from now on get the
+   * new certificate; connections already open keep theirs. If the new pair is bad, this
+   * throws a `ConfigError` naming `tls.cert` or `tls.key` and the old pair stays.
+   */
+  reloadTls(tls: ListenTlsOptions): void {
+    const owner = `${OWNER}.reloadTls`
+    // `null` as the whole argument gets the same message as any other non-object.
+    const pem = listenTls(owner, tls ?? null)!
+    const app = this.#native
+    if (!app || !this.#tls) {
+      throw new ConfigError('tls', `${owner}: the app is not listening with TLS (call listen({ tls }) first)`)
+    }
+    try {
+      native(() => app.reloadTls(pem.cert, pem.key))
+    } catch (err) {
+      throw tlsError(owner, err)
+    }
   }
 
   /**
@@ -312,6 +345,7 @@ export class Velithon {
           clearInterval(this.#keepAlive)
           this.#keepAlive = undefined
           this.#address = undefined
+          this.#tls = false
         }
       })()
     }
@@ -381,6 +415,6 @@ function addRoute(app: NativeApp, prefix: string, route: RouteDefinition): void 
       stripPath: route.stripPath,
       preserveHost: route.preserveHost,
       timeoutMs: route.timeoutMs,
-    }),
+    }, route.transport),
   )
 }

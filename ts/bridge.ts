@@ -14,6 +14,7 @@ import type {
   NativeLoadBalancer,
   NativeRetryPolicy,
   NativeTransforms,
+  NativeTransport,
 } from './native'
 
 interface Waiter {
@@ -55,8 +56,9 @@ export class HandlerBridge {
     retry: NativeRetryPolicy,
     transforms: NativeTransforms,
     options: NativeForwardOptions,
+    transport?: NativeTransport,
   ): Promise<Completion> {
-    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, retry, transforms, options))
+    return this.#ask((token) => this.#native.forward(requestId, token, balancer, client, retry, transforms, options, transport))
   }
 
   #ask(start: (token: number) => void): Promise<Completion> {

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   UPSTREAM_CONNECT: 'VG_UPSTREAM_CONNECT',
   UPSTREAM_TIMEOUT: 'VG_UPSTREAM_TIMEOUT',
   UPSTREAM_PROTOCOL: 'VG_UPSTREAM_PROTOCOL',
+  UPSTREAM_TLS: 'VG_UPSTREAM_TLS',
   NO_HEALTHY_UPSTREAM: 'VG_NO_HEALTHY_UPSTREAM',
   POOL_TIMEOUT: 'VG_POOL_TIMEOUT',
   RATE_LIMITED: 'VG_RATE_LIMITED',
@@ -83,6 +84,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   VG_BODY_TOO_LARGE: 413,
   VG_UPSTREAM_CONNECT: 502,
   VG_UPSTREAM_PROTOCOL: 502,
+  VG_UPSTREAM_TLS: 502,
   VG_UPSTREAM_TIMEOUT: 504,
   VG_NO_HEALTHY_UPSTREAM: 503,
   VG_POOL_TIMEOUT: 503,
@@ -113,6 +115,7 @@ export function fromNative(err: unknown): Error {
     case ErrorCodes.UPSTREAM_CONNECT:
     case ErrorCodes.UPSTREAM_TIMEOUT:
     case ErrorCodes.UPSTREAM_PROTOCOL:
+    case ErrorCodes.UPSTREAM_TLS:
     case ErrorCodes.NO_HEALTHY_UPSTREAM:
     case ErrorCodes.POOL_TIMEOUT:
       return new UpstreamError(code, message, { cause: err })

@@ -20,7 +20,7 @@ import { native } from './errors'
 import { Request } from './http/request'
 import { ForwardedResponse } from './http/response'
 import { headerRecord } from './load-balancer'
-import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms } from './native'
+import type { NativeForwardOptions, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms, NativeTransport } from './native'
 import { BodyTransformer } from './transform/body-transformer'
 import { nativeTransforms, type Transformer } from './transform/compile'
 import { HeaderTransformer, compileHeaderRules } from './transform/header-transformer'
@@ -29,6 +29,7 @@ import { GatewayMetrics } from './metrics/gateway-metrics'
 import { CircuitBreaker } from './resilience/circuit-breaker'
 import { RetryConfig } from './resilience/retry-config'
 import type { UpstreamStatus } from './load-balancer'
+import { Transports, http2Option, tlsOption, type TlsConfig, type UpstreamTlsOptions } from './upstream-tls'
 
 const EMPTY: ForwardOptions = Object.freeze({})
 
@@ -60,6 +61,12 @@ export interface GatewayOptions {
   keepAliveTimeout?: Duration
   /** How long a request waits for a free connection when `maxConnectionsPerHost` is reached (503 after). Default `'30s'`. */
   connectionPoolTimeout?: Duration
+  /**
+   * How long an upgraded connection (a WebSocket) may pass no bytes in either direction
+   * before the gateway closes both sides. Default `'60s'` (NGINX's `proxy_read_timeout`);
+   * keep it above the application's ping interval.
+   */
+  upgradeIdleTimeout?: Duration
   /** A circuit breaker per server, for every load balancer this gateway uses that has none of its own. */
   circuitBreaker?: CircuitBreaker
   /** Retries for this gateway's routes and `forwardRequest`. None by default. */
@@ -84,6 +91,18 @@ export interface GatewayOptions {
   onError?: (error: unknown) => void
   /** Where the app that mounts this gateway counts requests: a `GatewayMetrics` (a new one by default); `false` records nothing. */
   metrics?: GatewayMetrics | false
+  /**
+   * TLS options for `https://` upstreams (Node's `tls.connect` names): `ca` (replaces the
+   * platform's roots), `cert` + `key` (mutual TLS), `servername`, `rejectUnauthorized`.
+   * A load balancer's or a route's `tls` replaces this one as a whole.
+   */
+  tls?: UpstreamTlsOptions
+  /**
+   * HTTP/2 to upstreams: by prior knowledge (h2c) on `http://`, ALPN `h2` only on
+   * `https://`. Default false: `http://` is HTTP/1.1 and `https://` offers both by ALPN
+   * (the upstream picks). A load balancer's or a route's `http2` wins.
+   */
+  http2?: boolean
 }
 
 /** Identity headers a client must never set itself (see `stripIncomingHeaders`). */
@@ -127,6 +146,10 @@ export interface GatewayRouteOptions {
   headersToAdd?: Record<string, string>
   /** Headers removed from the upstream request. */
   headersToRemove?: string[]
+  /** This route's upstream TLS options; replaces the load balancer's and the gateway's as a whole. */
+  tls?: UpstreamTlsOptions
+  /** HTTP/2 to this route's upstreams (see `GatewayOptions.http2`); the load balancer's or gateway's by default. */
+  http2?: boolean
 }
 
 /** A breaker's state, for status pages. */
@@ -141,6 +164,7 @@ const KNOWN = [
   'maxConnectionsPerHost',
   'keepAliveTimeout',
   'connectionPoolTimeout',
+  'upgradeIdleTimeout',
   'circuitBreaker',
   'retryConfig',
   'retryAttempts',
@@ -151,6 +175,8 @@ const KNOWN = [
   'transformTimeout',
   'onError',
   'metrics',
+  'tls',
+  'http2',
 ] as const
 const ROUTE_KNOWN = [
   'loadBalancer',
@@ -165,6 +191,8 @@ const ROUTE_KNOWN = [
   'pathRewrite',
   'headersToAdd',
   'headersToRemove',
+  'tls',
+  'http2',
 ] as const
 
 function loadBalancerOption(owner: string, value: unknown): LoadBalancer | undefined {
@@ -188,6 +216,10 @@ export class Gateway {
   /** The transformations of `forwardRequest`, per load balancer (gateway + balancer layers). */
   #forwardTransforms = new Map<NativeLoadBalancer, NativeTransforms>()
   #client: NativeClient
+  /** The client's transports, one per distinct upstream `tls`/`http2`. */
+  #transports: Transports
+  #tls: TlsConfig | undefined
+  #http2: boolean | undefined
   #routes: RouteDefinition[] = []
   #router: GatewayRouter
   /** The one-server balancers of `upstream:` routes, by URL (one breaker per server). */
@@ -206,6 +238,7 @@ export class Gateway {
       connectionPoolSize: positiveInt(OWNER, 'connectionPoolSize', opts.connectionPoolSize, 100),
       maxConnectionsPerHost: positiveInt(OWNER, 'maxConnectionsPerHost', opts.maxConnectionsPerHost),
       connectionPoolTimeoutMs: duration(OWNER, 'connectionPoolTimeout', opts.connectionPoolTimeout, 30_000),
+      upgradeIdleTimeoutMs: duration(OWNER, 'upgradeIdleTimeout', opts.upgradeIdleTimeout, 60_000),
     }
     this.circuitBreaker = breakerOption(OWNER, opts.circuitBreaker)
     this.retryConfig = retryOption(opts)
@@ -223,7 +256,12 @@ export class Gateway {
     }
     this.#onError = (opts.onError as ((e: unknown) => void) | undefined) ?? reportTransformError
     const { NativeClient } = nativeBinding()
+    this.#tls = tlsOption(OWNER, opts.tls)
+    this.#http2 = http2Option(OWNER, opts.http2)
     this.#client = native(() => new NativeClient(clientOptions))
+    this.#transports = new Transports(this.#client)
+    // Built now, so bad PEM fails here rather than at the first route or request.
+    this.#transports.get(OWNER, this.#tls, this.#http2 ?? false)
     if (this.metrics) GatewayMetrics.watchClient(this.metrics, this.#client)
     if (this.loadBalancer) this.#use(this.loadBalancer)
   }
@@ -318,6 +356,12 @@ export class Gateway {
     if (routeHeaders && (routeHeaders.dynamicAdd.length > 0 || routeHeaders.dynamicModify.length > 0)) {
       throw new ConfigError('headersToAdd', `${owner}: option "headersToAdd" takes string values; use a HeaderTransformer for functions`)
     }
+    const transport = this.#transportFor(
+      owner,
+      lb ?? (opts.upstream === undefined ? this.loadBalancer : undefined),
+      tlsOption(owner, opts.tls),
+      http2Option(owner, opts.http2),
+    )
     const rewrite = rewriteOption(owner, 'pathRewrite', opts.pathRewrite)
     if (rewrite) checkPathRule(owner, 'pathRewrite', { mappings: [], rewritePattern: rewrite.pattern, rewriteReplacement: rewrite.replacement })
     const transforms = this.#transformsFor(
@@ -336,8 +380,18 @@ export class Gateway {
       stripPath: boolean(owner, 'stripPath', opts.stripPath, false),
       preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
       timeoutMs: duration(owner, 'timeout', opts.timeout, this.timeoutMs),
+      transport,
     })
     return this
+  }
+
+  /**
+   * The transport for the most specific `tls` and `http2` (route, then load balancer,
+   * then gateway); undefined for the defaults (no TLS options, no HTTP/2).
+   */
+  #transportFor(owner: string, lb: LoadBalancer | undefined, tls?: TlsConfig, http2?: boolean): NativeTransport | undefined {
+    const fromLb = lb ? LoadBalancer.protocolOf(lb) : undefined
+    return this.#transports.get(owner, tls ?? fromLb?.tls ?? this.#tls, http2 ?? fromLb?.http2 ?? this.#http2 ?? false)
   }
 
   /**
@@ -375,7 +429,8 @@ export class Gateway {
       transforms = this.#transformsFor(lb.transformers, undefined, undefined)
       this.#forwardTransforms.set(nativeLb, transforms)
     }
-    return forwardWith(owner, request, nativeLb, this.#client, RetryConfig.policyOf(this.retryConfig), transforms, options, this.timeoutMs, server)
+    const transport = this.#transportFor(owner, lb)
+    return forwardWith(owner, request, nativeLb, this.#client, RetryConfig.policyOf(this.retryConfig), transforms, options, this.timeoutMs, server, transport)
   }
 
   /** The native transformations of the gateway's layer, then `more` (balancer, route). */
@@ -422,6 +477,7 @@ export async function forwardWith(
   options: ForwardOptions,
   defaultTimeoutMs: number,
   server: string | undefined,
+  transport?: NativeTransport,
 ): Promise<ForwardedResponse> {
   let nativeOptions: NativeForwardOptions
   if (options === EMPTY || (options && Object.keys(options).length === 0)) {
@@ -438,7 +494,7 @@ export async function forwardWith(
     }
   }
   const { bridge, id } = Request.handleOf(request)
-  const head = await bridge.forward(id, balancer, client, retry, transforms, nativeOptions)
+  const head = await bridge.forward(id, balancer, client, retry, transforms, nativeOptions, transport)
   return new ForwardedResponse(request, head)
 }
 

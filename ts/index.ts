@@ -11,6 +11,7 @@ export {
   type HandlerResult,
   type ErrorHook,
 } from './app'
+export type { ListenTlsOptions } from './listen-tls'
 export {
   Gateway,
   DEFAULT_STRIPPED_HEADERS,
@@ -20,6 +21,7 @@ export {
   type CircuitBreakerStatus,
 } from './gateway'
 export { forwardTo } from './forward-to'
+export type { UpstreamTlsOptions } from './upstream-tls'
 export { Request, type ClientAddress } from './http/request'
 export { Response, JSONResponse, ForwardedResponse, type ResponseInit, type HeadersInit } from './http/response'
 export { GatewayRouter } from './router'

@@ -9,6 +9,7 @@ import { BodyTransformer } from './transform/body-transformer'
 import type { Transformer } from './transform/compile'
 import { HeaderTransformer } from './transform/header-transformer'
 import { PathTransformer } from './transform/path-transformer'
+import { http2Option, nativeTransportOptions, tlsOption, type TlsConfig, type UpstreamTlsOptions } from './upstream-tls'
 import {
   ConsistentHashStrategy,
   LoadBalancingStrategy,
@@ -46,6 +47,10 @@ export interface LoadBalancerOptions {
   service?: string
   /** Transformers for every route and `forwardRequest` to this balancer (after the gateway's, before the route's). */
   transformers?: Transformer[]
+  /** TLS options for these servers (replaces the gateway's `tls` as a whole; a route's replaces this one). */
+  tls?: UpstreamTlsOptions
+  /** HTTP/2 to these servers: h2c by prior knowledge on `http://`, ALPN `h2` only on `https://`. Default: the gateway's. */
+  http2?: boolean
 }
 
 const OWNER = 'LoadBalancer'
@@ -62,6 +67,8 @@ const KNOWN = [
   'discovery',
   'service',
   'transformers',
+  'tls',
+  'http2',
 ] as const
 
 /** One server's state, for status pages. */
@@ -104,6 +111,9 @@ export class LoadBalancer {
   #select: Select | undefined
   #follower: DiscoveryFollower | undefined
   #closed = false
+  #tls: TlsConfig | undefined
+  #http2: boolean | undefined
+  #protocol: { readonly tls: TlsConfig | undefined; readonly http2: boolean | undefined }
 
   constructor(options: LoadBalancerOptions) {
     const opts = object(OWNER, options)
@@ -143,6 +153,9 @@ export class LoadBalancer {
       throw new ConfigError('onError', `${OWNER}: option "onError" must be a function, got ${show(opts.onError)}`)
     }
     this.transformers = transformerList(opts.transformers)
+    this.#tls = tlsOption(OWNER, opts.tls)
+    this.#http2 = http2Option(OWNER, opts.http2)
+    this.#protocol = Object.freeze({ tls: this.#tls, http2: this.#http2 })
     this.healthChecker = healthCheckerOption(opts)
     this.circuitBreaker = circuitBreakerOption(opts)
     const outlier = opts.outlierDetection
@@ -179,7 +192,7 @@ export class LoadBalancer {
         }, timeoutMs + 500),
       )
     }
-    if (this.healthChecker) startHealthChecks(lb, this.healthChecker)
+    if (this.healthChecker) startHealthChecks(lb, this.healthChecker, this.#tls, this.#http2)
     if (discovery) {
       this.#follower = followDiscovery(
         discovery,
@@ -243,6 +256,11 @@ export class LoadBalancer {
     return lb.#native
   }
 
+  /** @internal This balancer's `tls` and `http2` (undefined: not set here). */
+  static protocolOf(lb: LoadBalancer): { readonly tls: TlsConfig | undefined; readonly http2: boolean | undefined } {
+    return lb.#protocol
+  }
+
   /** @internal The JS strategy's pick for `forwardRequest` ('' = fall back), if it has one. */
   static selectorOf(lb: LoadBalancer): Select | undefined {
     return lb.#select
@@ -286,13 +304,15 @@ function circuitBreakerOption(opts: Record<string, unknown>): CircuitBreaker | u
   return new CircuitBreaker({ failureThreshold: positiveInt(OWNER, 'circuitBreakerThreshold', opts.circuitBreakerThreshold, 5) })
 }
 
-function startHealthChecks(lb: NativeLoadBalancer, checker: HealthChecker): void {
+/** Health checks go as the balancer's requests do: its `tls` and `http2` (not a gateway's). */
+function startHealthChecks(lb: NativeLoadBalancer, checker: HealthChecker, tls: TlsConfig | undefined, http2: boolean | undefined): void {
   const custom = checker.customCheckFunction
   const check = custom
     ? (token: number, server: string) =>
         HealthChecker.runCustom(custom, server, (healthy, latencyMs, error) => lb.completeCheck(token, healthy, latencyMs, error))
     : null
-  native(() => lb.startHealthChecks(checker.native, check))
+  const options = tls || http2 ? { ...checker.native, tls: nativeTransportOptions(tls, http2 ?? false) } : checker.native
+  native(() => lb.startHealthChecks(options, check))
 }
 
 function discoveryReport(error: unknown): void {

@@ -11,6 +11,7 @@ export interface NativeClientOptions {
   connectionPoolSize: number
   maxConnectionsPerHost?: number
   connectionPoolTimeoutMs: number
+  upgradeIdleTimeoutMs: number
 }
 
 export interface NativeAppOptions {
@@ -19,6 +20,27 @@ export interface NativeAppOptions {
   trustedProxies: string[]
   handlerTimeoutMs: number
   maxBodySize: number
+}
+
+/** The listener's certificate chain and private key, PEM bytes. */
+export interface NativeListenTls {
+  cert: Buffer
+  key: Buffer
+}
+
+/** Upstream TLS options (PEM bytes) and the HTTP version, for a `NativeTransport`. */
+export interface NativeTransportOptions {
+  ca?: Buffer
+  cert?: Buffer
+  key?: Buffer
+  servername?: string
+  rejectUnauthorized: boolean
+  http2: boolean
+}
+
+/** Upstream TLS options and HTTP/2 with a pool of their own (built from a client's settings). */
+export interface NativeTransport {
+  readonly __nativeTransport?: never
 }
 
 export interface NativeProxyRouteOptions {
@@ -100,6 +122,8 @@ export interface NativeHealthOptions {
   expectedStatus: number[]
   consecutiveFailures: number
   consecutiveSuccesses: number
+  /** The load balancer's upstream TLS options and HTTP version, if it has any. */
+  tls?: NativeTransportOptions
 }
 
 export interface NativeRetryOptions {
@@ -255,6 +279,7 @@ export interface NativeApp {
     retry: NativeRetryPolicy,
     transforms: NativeTransforms,
     options: NativeProxyRouteOptions,
+    transport?: NativeTransport | null,
   ): void
   addHandlerRoute(pattern: string, methods: string[] | undefined | null, routeId: number): void
   setHandlers(dispatch: Dispatch, complete: Complete): void
@@ -268,8 +293,12 @@ export interface NativeApp {
     retry: NativeRetryPolicy,
     transforms: NativeTransforms,
     options: NativeForwardOptions,
+    transport?: NativeTransport | null,
   ): void
-  listen(host: string, port: number): Promise<{ host: string; port: number }>
+  /** HTTPS when `tls` is given (PEM certificate chain and private key). */
+  listen(host: string, port: number, tls?: NativeListenTls | null): Promise<{ host: string; port: number }>
+  /** Swaps the listener's certificate for new connections; throws if not listening with TLS. */
+  reloadTls(cert: Buffer, key: Buffer): void
   close(graceMs: number): Promise<void>
 }
 
@@ -286,6 +315,7 @@ export interface NativeBinding {
     timeoutMs: number,
   ) => NativeTransforms
   NativeClient: new (options: NativeClientOptions) => NativeClient
+  NativeTransport: new (client: NativeClient, options: NativeTransportOptions) => NativeTransport
   NativeApp: new (options: NativeAppOptions) => NativeApp
 }
 

@@ -1,5 +1,5 @@
 import type { GatewayMetrics } from './metrics/gateway-metrics'
-import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms } from './native'
+import type { NativeClient, NativeLoadBalancer, NativeRetryPolicy, NativeTransforms, NativeTransport } from './native'
 
 /** One native proxy route, as the data plane will get it. */
 export interface ProxyRouteDefinition {
@@ -13,6 +13,8 @@ export interface ProxyRouteDefinition {
   readonly stripPath: boolean
   readonly preserveHost: boolean
   readonly timeoutMs: number
+  /** Upstream TLS options and HTTP/2; undefined for the client's defaults. */
+  readonly transport?: NativeTransport
 }
 
 export type RouteDefinition = ProxyRouteDefinition

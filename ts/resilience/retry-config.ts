@@ -40,8 +40,8 @@ export interface RetryConfigOptions {
   maxDelay?: Duration
   /** Response statuses retried. Default 502, 503, 504. */
   retryableStatusCodes?: number[]
-  /** Failures without a response that are retried. Default all three: connect refused/failed, timeout, connection reset before a response. */
-  retryableErrors?: Array<'VG_UPSTREAM_CONNECT' | 'VG_UPSTREAM_TIMEOUT' | 'VG_UPSTREAM_PROTOCOL'>
+  /** Failures without a response that are retried. Default all four: connect refused/failed, TLS handshake failed, timeout, connection reset before a response. */
+  retryableErrors?: Array<'VG_UPSTREAM_CONNECT' | 'VG_UPSTREAM_TLS' | 'VG_UPSTREAM_TIMEOUT' | 'VG_UPSTREAM_PROTOCOL'>
   /** Retry POST and PATCH too (only when the body was small enough to keep). Default false. */
   retryNonIdempotent?: boolean
   /** Each attempt's own timeout; the route's `timeout` still bounds all attempts together. */
@@ -84,7 +84,7 @@ const KNOWN = [
   'customRetryTimeout',
   'onError',
 ] as const
-const ERRORS = [ErrorCodes.UPSTREAM_CONNECT, ErrorCodes.UPSTREAM_TIMEOUT, ErrorCodes.UPSTREAM_PROTOCOL] as string[]
+const ERRORS = [ErrorCodes.UPSTREAM_CONNECT, ErrorCodes.UPSTREAM_TLS, ErrorCodes.UPSTREAM_TIMEOUT, ErrorCodes.UPSTREAM_PROTOCOL] as string[]
 
 /**
  * When a failed attempt is tried again, on another server when there is one. Only

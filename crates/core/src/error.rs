@@ -23,6 +23,9 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// The connection to the upstream broke before a response arrived.
     UpstreamProtocol,
+    /// The TLS handshake with the upstream failed (certificate not trusted, expired, for
+    /// another name; a client certificate required or refused).
+    UpstreamTls,
     /// The load balancer had no server to offer.
     NoHealthyUpstream,
     /// Every server that is up has its circuit breaker open.
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::UpstreamConnect => "VG_UPSTREAM_CONNECT",
             ErrorCode::UpstreamTimeout => "VG_UPSTREAM_TIMEOUT",
             ErrorCode::UpstreamProtocol => "VG_UPSTREAM_PROTOCOL",
+            ErrorCode::UpstreamTls => "VG_UPSTREAM_TLS",
             ErrorCode::NoHealthyUpstream => "VG_NO_HEALTHY_UPSTREAM",
             ErrorCode::CircuitOpen => "VG_CIRCUIT_OPEN",
             ErrorCode::PoolTimeout => "VG_POOL_TIMEOUT",
@@ -73,7 +77,9 @@ impl ErrorCode {
             ErrorCode::NoRoute => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::UpstreamConnect | ErrorCode::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamConnect | ErrorCode::UpstreamProtocol | ErrorCode::UpstreamTls => {
+                StatusCode::BAD_GATEWAY
+            }
             ErrorCode::UpstreamTimeout | ErrorCode::CallbackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -98,6 +104,7 @@ impl ErrorCode {
             ErrorCode::UpstreamConnect
             | ErrorCode::UpstreamTimeout
             | ErrorCode::UpstreamProtocol
+            | ErrorCode::UpstreamTls
             | ErrorCode::NoHealthyUpstream
             | ErrorCode::CircuitOpen
             | ErrorCode::PoolTimeout => Blame::Upstream,
@@ -116,6 +123,7 @@ impl ErrorCode {
             ErrorCode::UpstreamConnect
                 | ErrorCode::UpstreamTimeout
                 | ErrorCode::UpstreamProtocol
+                | ErrorCode::UpstreamTls
                 | ErrorCode::PoolTimeout
         )
     }

@@ -10,7 +10,9 @@ use napi_derive::napi;
 use velithon_core::error::ErrorCode;
 use velithon_core::proxy::{ProxyRoute, TrustedProxies};
 use velithon_core::router::Router;
-use velithon_core::server::{App, Middleware, RouteAction, RunningServer, ServerSettings};
+use velithon_core::server::{
+    App, ListenerTls, Middleware, RouteAction, RunningServer, ServerSettings,
+};
 
 use napi::bindgen_prelude::{Buffer, Function, Unknown};
 
@@ -29,6 +31,7 @@ use crate::middleware::{
 };
 use crate::retry::NativeRetryPolicy;
 use crate::transforms::NativeTransforms;
+use crate::transport::NativeTransport;
 
 #[napi(object)]
 pub struct AppOptions {
@@ -55,6 +58,13 @@ pub struct ProxyRouteOptions {
     pub strip_path: bool,
     pub preserve_host: bool,
     pub timeout_ms: f64,
+}
+
+/// The listener's certificate chain and private key, PEM (HTTPS when given).
+#[napi(object)]
+pub struct ListenTls {
+    pub cert: Buffer,
+    pub key: Buffer,
 }
 
 #[napi(object)]
@@ -105,6 +115,7 @@ impl NativeApp {
             settings: ServerSettings {
                 request_header_timeout: millis(options.request_header_timeout_ms),
                 trusted_proxies,
+                tls: None,
             },
             handler_timeout: millis(options.handler_timeout_ms),
             max_body_size: options.max_body_size as usize,
@@ -217,8 +228,9 @@ impl NativeApp {
         Ok(())
     }
 
-    /// Forwards request `request_id` to one of `balancer`'s servers through `client`;
-    /// the response head (or the error) reaches `complete(token, …)`.
+    /// Forwards request `request_id` to one of `balancer`'s servers through `client`
+    /// (under `transport`'s TLS options and HTTP version, when given); the response head
+    /// (or the error) reaches `complete(token, …)`.
     // The FFI's shape: native objects are passed one by one, not in a struct.
     #[allow(clippy::too_many_arguments)]
     #[napi(catch_unwind)]
@@ -231,6 +243,7 @@ impl NativeApp {
         retry: &NativeRetryPolicy,
         transforms: &NativeTransforms,
         options: JsForwardOptions,
+        transport: Option<&NativeTransport>,
     ) -> napi::Result<()> {
         let (bridge, state) = self.request(request_id)?;
         state.start_forward(
@@ -241,6 +254,7 @@ impl NativeApp {
                 retry: Some(retry.inner.clone()),
                 transforms: transforms.active(),
                 metrics: self.metrics.get().cloned(),
+                transport: transport.map(|t| t.inner.clone()),
             },
             move |done| bridge.complete(token, done),
         );
@@ -258,7 +272,8 @@ impl NativeApp {
         self.add_route(pattern, methods, RouteSpec::Handler { route_id })
     }
 
-    /// Adds a route forwarded natively to `balancer`'s servers through `client`.
+    /// Adds a route forwarded natively to `balancer`'s servers through `client` (under
+    /// `transport`'s TLS options and HTTP version, when given).
     // The FFI's shape: native objects are passed one by one, not in a struct.
     #[allow(clippy::too_many_arguments)]
     #[napi(catch_unwind)]
@@ -271,6 +286,7 @@ impl NativeApp {
         retry: &NativeRetryPolicy,
         transforms: &NativeTransforms,
         options: ProxyRouteOptions,
+        transport: Option<&NativeTransport>,
     ) -> napi::Result<()> {
         let route = ProxyRoute {
             balancer: balancer.inner.clone(),
@@ -281,13 +297,25 @@ impl NativeApp {
             retry: Some(retry.inner.clone()),
             transforms: transforms.active(),
             metrics: None,
+            transport: transport.map(|t| t.inner.clone()),
         };
         self.add_route(pattern, methods, RouteSpec::Proxy(route))
     }
 
-    /// Starts the data plane and binds `host:port`; resolves to the bound address.
+    /// Starts the data plane and binds `host:port` (HTTPS with `tls`); resolves to the
+    /// bound address.
     #[napi(catch_unwind)]
-    pub async fn listen(&self, host: String, port: u32) -> napi::Result<ListenInfo> {
+    pub async fn listen(
+        &self,
+        host: String,
+        port: u32,
+        tls: Option<ListenTls>,
+    ) -> napi::Result<ListenInfo> {
+        // Checked before anything starts: a bad certificate leaves the app as it was.
+        let tls = tls
+            .map(|t| ListenerTls::from_pem(&t.cert, &t.key).map(Arc::new))
+            .transpose()
+            .map_err(to_napi)?;
         let ip: IpAddr = host
             .parse()
             .map_err(|_| invalid(format!("listen host {host:?} is not an IP address")))?;
@@ -342,7 +370,10 @@ impl NativeApp {
                 .map_err(|e| invalid(e.to_string()))?;
         }
         let app = Arc::new(App::with_middleware(router, middleware));
-        let settings = self.settings.clone();
+        let settings = ServerSettings {
+            tls,
+            ..self.settings.clone()
+        };
         let addr = SocketAddr::new(ip, port);
         let bound = runtime
             .handle()
@@ -361,6 +392,17 @@ impl NativeApp {
             host: local.ip().to_string(),
             port: u32::from(local.port()),
         })
+    }
+
+    /// Swaps the listener's certificate and key: connections accepted from now on get
+    /// the new ones, open connections keep theirs. On error the old ones stay.
+    #[napi(catch_unwind)]
+    pub fn reload_tls(&self, cert: Buffer, key: Buffer) -> napi::Result<()> {
+        let tls = lock(&self.running)
+            .as_ref()
+            .and_then(|running| running.server.tls())
+            .ok_or_else(|| invalid("reloadTls: the app is not listening with TLS"))?;
+        tls.reload(&cert, &key).map_err(to_napi)
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace_ms`, then closes

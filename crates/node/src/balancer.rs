@@ -19,6 +19,7 @@ use crate::control_plane;
 use crate::errors::invalid;
 use crate::health::{check_result, CheckArgs, CheckCallback, JsHealthCheck};
 use crate::selector::{JsSelector, SelectArgs, SelectCallback};
+use crate::transport::{transport_options, NativeTransportOptions};
 
 #[napi]
 pub struct NativeLoadBalancer {
@@ -102,6 +103,8 @@ pub struct HealthOptions {
     pub expected_status: Vec<u32>,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
+    /// The load balancer's upstream TLS options and HTTP version, if it has any.
+    pub tls: Option<NativeTransportOptions>,
 }
 
 fn status_set(codes: &[u32]) -> StatusSet {
@@ -230,6 +233,7 @@ impl NativeLoadBalancer {
             expected_status: status_set(&options.expected_status),
             fail_after: options.consecutive_failures.max(1),
             pass_after: options.consecutive_successes.max(1),
+            transport: options.tls.map(transport_options),
         };
         let callback = match check {
             // The bridge waits a little longer than the check's own timeout.

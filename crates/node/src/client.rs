@@ -13,6 +13,7 @@ pub struct ClientOptions {
     pub connection_pool_size: u32,
     pub max_connections_per_host: Option<u32>,
     pub connection_pool_timeout_ms: f64,
+    pub upgrade_idle_timeout_ms: f64,
 }
 
 #[napi]
@@ -34,6 +35,7 @@ impl NativeClient {
             max_idle_per_host: options.connection_pool_size as usize,
             max_connections_per_host: options.max_connections_per_host.map(|n| n as usize),
             pool_timeout: millis(options.connection_pool_timeout_ms),
+            upgrade_idle_timeout: millis(options.upgrade_idle_timeout_ms),
         };
         Self {
             inner: Arc::new(UpstreamClient::new(settings)),

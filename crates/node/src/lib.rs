@@ -24,3 +24,4 @@ mod middleware;
 mod retry;
 mod selector;
 mod transforms;
+mod transport;

@@ -22,7 +22,7 @@ pub struct RetryOptions {
     pub backoff_factor: f64,
     pub max_delay_ms: f64,
     pub retryable_status_codes: Vec<u32>,
-    /// Error codes: `VG_UPSTREAM_CONNECT`, `VG_UPSTREAM_TIMEOUT`, `VG_UPSTREAM_PROTOCOL`.
+    /// Error codes: `VG_UPSTREAM_CONNECT`, `VG_UPSTREAM_TLS`, `VG_UPSTREAM_TIMEOUT`, `VG_UPSTREAM_PROTOCOL`.
     pub retryable_errors: Vec<String>,
     pub retry_non_idempotent: bool,
     pub per_try_timeout_ms: Option<f64>,
@@ -46,6 +46,7 @@ pub struct NativeRetryPolicy {
 fn error_code(name: &str) -> napi::Result<ErrorCode> {
     match name {
         "VG_UPSTREAM_CONNECT" => Ok(ErrorCode::UpstreamConnect),
+        "VG_UPSTREAM_TLS" => Ok(ErrorCode::UpstreamTls),
         "VG_UPSTREAM_TIMEOUT" => Ok(ErrorCode::UpstreamTimeout),
         "VG_UPSTREAM_PROTOCOL" => Ok(ErrorCode::UpstreamProtocol),
         other => Err(invalid(format!(

@@ -144,33 +144,39 @@ impl H1Pool {
     }
 
     async fn connect(&self, authority: &str) -> Result<Upstream1, GatewayError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    let code = if e.kind() == std::io::ErrorKind::TimedOut {
-                        ErrorCode::UpstreamTimeout
-                    } else {
-                        ErrorCode::UpstreamConnect
-                    };
-                    return Err(
-                        GatewayError::new(code, "could not connect to the upstream").with_cause(e)
-                    );
-                }
-                Err(_) => {
-                    return Err(GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        "connecting to the upstream timed out",
-                    ))
-                }
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(authority, self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(protocol_error)?;
         Ok(Upstream1 { sender, conn })
     }
+}
+
+/// A TCP connection to `authority` (`host:port`) within `timeout`, Nagle off.
+pub(super) async fn connect_tcp(
+    authority: &str,
+    timeout: Duration,
+) -> Result<TcpStream, GatewayError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let code = if e.kind() == std::io::ErrorKind::TimedOut {
+                ErrorCode::UpstreamTimeout
+            } else {
+                ErrorCode::UpstreamConnect
+            };
+            return Err(GatewayError::new(code, "could not connect to the upstream").with_cause(e));
+        }
+        Err(_) => {
+            return Err(GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                "connecting to the upstream timed out",
+            ))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Polls an idle connection once, without a real waker: a peer that closed it (or a
@@ -183,7 +189,7 @@ fn still_open(link: &mut Upstream1) -> bool {
     }
 }
 
-fn protocol_error(err: hyper::Error) -> GatewayError {
+pub(super) fn protocol_error(err: hyper::Error) -> GatewayError {
     if err.is_user() {
         // Our side of the exchange failed: the client's request body broke off.
         return client_body_error(err);

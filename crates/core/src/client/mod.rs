@@ -2,9 +2,13 @@
 //! connector, with keep-alive pooling, a connect timeout and an optional cap on
 //! concurrent connections per upstream host.
 
+mod alpn_gate;
 mod h1_pool;
 mod limit;
 mod tls;
+mod tls_error;
+mod transport;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,9 @@ use crate::body::ProxyBody;
 use crate::error::{ErrorCode, GatewayError};
 
 use limit::HostLimits;
+
+pub use tls::default_http1_tls;
+pub use transport::{TransportOptions, UpstreamTransport};
 
 /// Pool and timeout settings; the names follow the public options.
 #[derive(Debug, Clone)]
@@ -35,6 +42,9 @@ pub struct ClientSettings {
     /// How long a request waits for a connection slot when the cap is reached
     /// (`connectionPoolTimeout`).
     pub pool_timeout: Duration,
+    /// How long an upgraded connection (a WebSocket) may pass no bytes either way
+    /// before the gateway closes it (`upgradeIdleTimeout`).
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Default for ClientSettings {
@@ -45,6 +55,7 @@ impl Default for ClientSettings {
             max_idle_per_host: 100,
             max_connections_per_host: None,
             pool_timeout: Duration::from_secs(30),
+            upgrade_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -56,6 +67,8 @@ pub struct UpstreamClient {
     h1: Arc<h1_pool::H1Pool>,
     /// HTTPS (and HTTP/2 by ALPN) upstreams.
     inner: Client<Connector, ProxyBody>,
+    /// One connection first to an HTTPS host, until ALPN told its protocol.
+    alpn: alpn_gate::AlpnGate,
     limits: Option<HostLimits>,
     settings: ClientSettings,
 }
@@ -92,9 +105,11 @@ impl UpstreamClient {
             settings.keep_alive_timeout,
             settings.connect_timeout,
         );
+        let alpn = alpn_gate::AlpnGate::new(settings.keep_alive_timeout, settings.connect_timeout);
         Self {
             h1,
             inner,
+            alpn,
             limits,
             settings,
         }
@@ -134,6 +149,21 @@ impl UpstreamClient {
         self.send_with(slot, req).await
     }
 
+    /// `send_with` under a route's transport (TLS options, HTTP/2): `https://` requests,
+    /// and `http://` ones when it speaks HTTP/2, go through the transport's own pool;
+    /// the rest (and everything without a transport) as `send_with`.
+    pub async fn send_via(
+        &self,
+        slot: Option<ConnectionSlot>,
+        req: Request<ProxyBody>,
+        transport: Option<&UpstreamTransport>,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        match transport {
+            Some(t) if t.handles(req.uri()) => Ok(hold_slot(slot, t.send(req).await?)),
+            _ => self.send_with(slot, req).await,
+        }
+    }
+
     /// Sends a request on a slot from `acquire`; the slot is held until the response body
     /// is done or dropped.
     pub async fn send_with(
@@ -162,23 +192,28 @@ impl UpstreamClient {
             *req.uri_mut() = origin;
             self.h1.send(&authority, req).await?
         } else {
-            self.inner
-                .request(req)
+            self.alpn
+                .send(&self.inner, req)
                 .await
                 .map_err(classify)?
                 .map(box_incoming)
         };
-        Ok(match slot {
-            Some(slot) => res.map(|body| {
-                body.map_frame(move |frame| {
-                    let _held = &slot;
-                    frame
-                })
-                .map_err(Into::into)
-                .boxed_unsync()
-            }),
-            None => res,
-        })
+        Ok(hold_slot(slot, res))
+    }
+}
+
+/// Keeps `slot` until the response body is done or dropped.
+fn hold_slot(slot: Option<ConnectionSlot>, res: Response<ProxyBody>) -> Response<ProxyBody> {
+    match slot {
+        Some(slot) => res.map(|body| {
+            body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            })
+            .map_err(Into::into)
+            .boxed_unsync()
+        }),
+        None => res,
     }
 }
 
@@ -191,6 +226,10 @@ fn box_incoming(body: Incoming) -> ProxyBody {
 
 /// Maps a client error to the gateway's error codes.
 pub fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
+    // A TLS failure, at connect or (TLS 1.3 client certificates) at the first read.
+    if let Some(tls) = tls_error::tls_failure(&err) {
+        return tls.with_cause(err);
+    }
     if err.is_connect() {
         if has_timeout_cause(&err) {
             return GatewayError::new(

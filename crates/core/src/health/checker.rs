@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balancer::{LoadBalancer, Upstream};
 use crate::body::empty;
-use crate::client::{ClientSettings, UpstreamClient};
+use crate::client::{ClientSettings, TransportOptions, UpstreamClient, UpstreamTransport};
 use crate::status_set::StatusSet;
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct HealthCheckConfig {
     pub fail_after: u32,
     /// Successes in a row that bring it back (consecutiveSuccesses).
     pub pass_after: u32,
+    /// The load balancer's upstream TLS options and HTTP version (`None`: the defaults).
+    pub transport: Option<TransportOptions>,
 }
 
 impl Default for HealthCheckConfig {
@@ -40,6 +42,7 @@ impl Default for HealthCheckConfig {
             expected_status: [200].into_iter().collect(),
             fail_after: 3,
             pass_after: 1,
+            transport: None,
         }
     }
 }
@@ -172,20 +175,31 @@ async fn check_round(
 struct Probe {
     custom: Option<Arc<dyn CustomCheck>>,
     client: UpstreamClient,
+    /// Checks go as the load balancer's requests do (its TLS options, HTTP/2); an error
+    /// building it fails every check with its message.
+    transport: Result<Option<UpstreamTransport>, String>,
     path: String,
     expected: StatusSet,
 }
 
 impl Probe {
     fn new(config: &HealthCheckConfig, custom: Option<Arc<dyn CustomCheck>>) -> Self {
+        let settings = ClientSettings {
+            connect_timeout: config.timeout,
+            keep_alive_timeout: config.interval * 2,
+            max_idle_per_host: 1,
+            ..ClientSettings::default()
+        };
+        let transport = config
+            .transport
+            .clone()
+            .map(|options| UpstreamTransport::new(options, &settings))
+            .transpose()
+            .map_err(|e| e.to_string());
         Self {
             custom,
-            client: UpstreamClient::new(ClientSettings {
-                connect_timeout: config.timeout,
-                keep_alive_timeout: config.interval * 2,
-                max_idle_per_host: 1,
-                ..ClientSettings::default()
-            }),
+            client: UpstreamClient::new(settings),
+            transport,
             path: config.path.clone(),
             expected: config.expected_status.clone(),
         }
@@ -212,7 +226,11 @@ impl Probe {
             header::USER_AGENT,
             HeaderValue::from_static("velithon-gateway-health-check"),
         );
-        match self.client.send(req).await {
+        let transport = match &self.transport {
+            Ok(transport) => transport.as_ref(),
+            Err(e) => return failed(e.clone()),
+        };
+        match self.client.send_via(None, req, transport).await {
             Ok(res) => {
                 let status = res.status().as_u16();
                 // Read the body so the connection can be reused (errors don't matter).

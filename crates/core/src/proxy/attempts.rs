@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use super::retry::{is_idempotent, AttemptReport, RetryPolicy};
 use super::{latin1_pairs, replay};
-use super::{send_upstream, ConnInfo, ForwardOptions};
+use super::{send_upstream, ConnInfo, ForwardOptions, Tunnel};
 use crate::balancer::{InFlight, Lease, LoadBalancer, Outcome, Outcomes, PickContext, Upstream};
 use crate::body::ProxyBody;
 use crate::client::UpstreamClient;
@@ -69,8 +69,12 @@ async fn forward_attempts(
     retry: Option<&RetryPolicy>,
     first: FirstPick<'_>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let retry = retry
-        .filter(|p| p.max_attempts > 1 && (p.retry_non_idempotent || is_idempotent(req.method())));
+    // An upgrade is tried once: the client's side of the switch cannot be copied.
+    let retry = retry.filter(|p| {
+        p.max_attempts > 1
+            && (p.retry_non_idempotent || is_idempotent(req.method()))
+            && !req.headers().contains_key(http::header::UPGRADE)
+    });
     let Some(policy) = retry else {
         // One attempt: nothing to keep, nothing to copy.
         let lease = {
@@ -249,6 +253,7 @@ fn outcome_of(
         Ok(res) => balancer.outcomes_of_status(res.status().as_u16()),
         Err(err) => Outcomes::both(match err.code() {
             ErrorCode::UpstreamConnect
+            | ErrorCode::UpstreamTls
             | ErrorCode::UpstreamTimeout
             | ErrorCode::UpstreamProtocol => Outcome::Failure,
             _ => Outcome::Neutral,
@@ -295,7 +300,13 @@ async fn should_retry(
 }
 
 /// Keeps the server's in-flight count until the response body is done or dropped.
-fn with_in_flight(res: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
+/// An accepted upgrade keeps it for as long as its tunnel lives (so least-connections
+/// counts open WebSockets).
+fn with_in_flight(mut res: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
+    if let Some(tunnel) = Tunnel::take_from(&mut res) {
+        tokio::spawn(tunnel.run(in_flight));
+        return res;
+    }
     res.map(|body| {
         body.map_frame(move |frame| {
             let _held = &in_flight;

@@ -8,12 +8,14 @@ mod replay;
 mod retry;
 mod transforms;
 mod trust;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
+use hyper::upgrade::OnUpgrade;
 
 pub use attempts::{forward_balanced, FirstPick};
 pub use headers::{latin1_pairs, remove_hop_by_hop, set_forwarded};
@@ -24,10 +26,11 @@ pub use transforms::{
     TransformFuture,
 };
 pub use trust::{ConnInfo, TrustedProxies};
+pub use upgrade::Tunnel;
 
 use crate::balancer::{LoadBalancer, Upstream};
 use crate::body::ProxyBody;
-use crate::client::UpstreamClient;
+use crate::client::{UpstreamClient, UpstreamTransport};
 use crate::error::{ErrorCode, GatewayError};
 use crate::router::Pattern;
 use crate::transform::has_dot_segment;
@@ -48,6 +51,8 @@ pub struct ProxyRoute {
     pub transforms: Option<Arc<RouteTransforms>>,
     /// Where attempts, retries and rejections are counted (set when the app has metrics).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Upstream TLS options and HTTP/2 (`None`: the client's defaults).
+    pub transport: Option<Arc<UpstreamTransport>>,
 }
 
 /// How one request is sent to one upstream server.
@@ -63,6 +68,8 @@ pub struct ForwardOptions<'a> {
     pub transforms: Option<&'a RouteTransforms>,
     /// Where attempts, retries and rejections are counted.
     pub metrics: Option<&'a crate::metrics::Metrics>,
+    /// Upstream TLS options and HTTP/2 (`None`: the client's defaults).
+    pub transport: Option<&'a UpstreamTransport>,
 }
 
 /// Forwards `req` as a pure route says. Errors become the client's response (502/503/504).
@@ -88,6 +95,7 @@ pub async fn forward(
         extra_headers: &[],
         transforms,
         metrics: route.metrics.as_deref(),
+        transport: route.transport.as_deref(),
     };
     forward_balanced(
         &route.balancer,
@@ -138,6 +146,10 @@ pub async fn send_upstream(
     options: &ForwardOptions<'_>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let (mut parts, body) = req.into_parts();
+    // An upgrade (WebSocket) keeps the client's side of the switch, to join it to the
+    // upstream's once both have switched.
+    let upgrade = upgrade::requested(&parts)
+        .and_then(|protocol| Some((protocol, parts.extensions.remove::<OnUpgrade>()?)));
     // A `.` or `..` segment (also percent-encoded) would let the upstream resolve the
     // path outside what the route forwards (`/api/../admin`): refused, as Envoy does with
     // path normalisation on. Other paths pass byte for byte.
@@ -177,6 +189,10 @@ pub async fn send_upstream(
     for (name, value) in options.extra_headers {
         headers.insert(name.clone(), value.clone());
     }
+    if let Some((protocol, _)) = &upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
 
     parts.uri = uri;
     parts.version = Version::HTTP_11;
@@ -185,19 +201,27 @@ pub async fn send_upstream(
     // Waiting for a connection slot has its own bound (connectionPoolTimeout, 503); the
     // route timeout counts from there.
     let slot = client.acquire(upstream.authority().as_str()).await?;
-    let mut res =
-        match tokio::time::timeout(options.timeout, client.send_with(slot, upstream_req)).await {
-            Ok(res) => res?,
-            Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorCode::UpstreamTimeout,
-                    format!(
-                        "the upstream did not answer within {} ms",
-                        options.timeout.as_millis()
-                    ),
-                ))
-            }
-        };
+    if let Some((_, client_side)) = upgrade {
+        let sent = tokio::time::timeout(options.timeout, client.send_upgrade(upstream_req));
+        let res = sent.await.map_err(|_| no_answer_in(options.timeout))??;
+        let idle = client.settings().upgrade_idle_timeout;
+        return Ok(upgrade::answer(res, client_side, slot, idle));
+    }
+    let sent = client.send_via(slot, upstream_req, options.transport);
+    let mut res = match tokio::time::timeout(options.timeout, sent).await {
+        Ok(res) => res?,
+        Err(_) => return Err(no_answer_in(options.timeout)),
+    };
     remove_hop_by_hop(res.headers_mut(), false);
     Ok(res)
+}
+
+fn no_answer_in(timeout: Duration) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamTimeout,
+        format!(
+            "the upstream did not answer within {} ms",
+            timeout.as_millis()
+        ),
+    )
 }

@@ -41,6 +41,7 @@ impl Default for RetryPolicy {
             retryable_status: [502, 503, 504].into_iter().collect(),
             retryable_errors: vec![
                 ErrorCode::UpstreamConnect,
+                ErrorCode::UpstreamTls,
                 ErrorCode::UpstreamTimeout,
                 ErrorCode::UpstreamProtocol,
             ],

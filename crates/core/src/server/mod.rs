@@ -1,11 +1,15 @@
-//! The listener: accepts TCP connections, serves HTTP/1.1 and HTTP/2 (hyper-util's auto
-//! builder) and dispatches each request through the router. `shutdown` stops accepting,
-//! lets in-flight requests finish within a bound, then closes what is left.
+//! The listener: accepts TCP connections (optionally TLS), serves HTTP/1.1 and HTTP/2
+//! (hyper-util's auto builder: over TLS as negotiated by ALPN, in cleartext by the
+//! client's first bytes) and dispatches each request through the router. `shutdown`
+//! stops accepting, lets in-flight requests finish within a bound, then closes what is
+//! left.
 
 mod dispatch;
+mod first_read;
 mod handler;
 mod middleware;
 mod panic_guard;
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,9 +31,11 @@ pub use middleware::{
     ensure_traceparent, KeyCall, KeyFunction, KeyFuture, Middleware, RateKey, RateLimitStage,
     RequestObserver, RequestSummary,
 };
+pub use tls::ListenerTls;
 
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{ConnInfo, TrustedProxies};
+use first_read::FirstReadDeadline;
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -37,6 +43,8 @@ pub struct ServerSettings {
     /// bounds how long an idle HTTP/1 keep-alive connection is kept.
     pub request_header_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
+    /// Serve HTTPS with this certificate (reloadable while running); `None` = plain HTTP.
+    pub tls: Option<Arc<ListenerTls>>,
 }
 
 impl Default for ServerSettings {
@@ -44,6 +52,7 @@ impl Default for ServerSettings {
         Self {
             request_header_timeout: Duration::from_secs(30),
             trusted_proxies: TrustedProxies::default(),
+            tls: None,
         }
     }
 }
@@ -51,6 +60,7 @@ impl Default for ServerSettings {
 /// A running listener. Dropping it without `shutdown` closes it at once.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    tls: Option<Arc<ListenerTls>>,
     stop: Option<oneshot::Sender<Duration>>,
     finished: Option<tokio::task::JoinHandle<()>>,
 }
@@ -70,9 +80,11 @@ impl RunningServer {
             GatewayError::new(ErrorCode::Bind, "cannot read the bound address").with_cause(e)
         })?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let tls = settings.tls.clone();
         let finished = tokio::spawn(accept_loop(listener, app, settings, stop_rx));
         Ok(Self {
             local_addr,
+            tls,
             stop: Some(stop_tx),
             finished: Some(finished),
         })
@@ -80,6 +92,11 @@ impl RunningServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listener's TLS settings, to `reload` its certificate; `None` for plain HTTP.
+    pub fn tls(&self) -> Option<Arc<ListenerTls>> {
+        self.tls.clone()
     }
 
     /// Stops accepting at once; in-flight requests get `grace` to finish, then their
@@ -141,7 +158,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = Arc::new(ConnInfo::new(peer, false, trusted.contains(peer.ip())));
+        let conn_info = Arc::new(ConnInfo::new(
+            peer,
+            settings.tls.is_some(),
+            trusted.contains(peer.ip()),
+        ));
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -158,6 +179,29 @@ async fn accept_loop(
         let force_close = force_close.clone();
         let watcher = graceful.watcher();
         let first_byte_timeout = settings.request_header_timeout;
+        if let Some(tls) = &settings.tls {
+            let acceptor = tls.acceptor();
+            connections.spawn(async move {
+                // The handshake and the first bytes of a request must come within the
+                // request-head timeout (slowloris); a failed handshake closes the socket.
+                let deadline = tokio::time::Instant::now() + first_byte_timeout;
+                let stream = tokio::select! {
+                    done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match done {
+                        Ok(Ok(stream)) => stream,
+                        _ => return,
+                    },
+                    _ = force_close.cancelled() => return,
+                };
+                let io = TokioIo::new(FirstReadDeadline::new(stream, deadline));
+                let conn = builder.serve_connection_with_upgrades(io, service);
+                let conn = watcher.watch(conn);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = force_close.cancelled() => {}
+                }
+            });
+            continue;
+        }
         connections.spawn(async move {
             // Telling HTTP/1 from HTTP/2 reads the first bytes with no timeout of its
             // own: a client that connects and sends nothing is dropped after the

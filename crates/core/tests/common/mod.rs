@@ -213,6 +213,7 @@ pub fn proxy_route(urls: &[String], settings: ClientSettings) -> ProxyRoute {
         retry: None,
         transforms: None,
         metrics: None,
+        transport: None,
     }
 }
 

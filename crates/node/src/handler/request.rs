@@ -19,7 +19,7 @@ use velithon_core::proxy::{
 use velithon_core::server::HandlerRequest;
 use velithon_core::{ErrorCode, GatewayError};
 
-use velithon_core::client::UpstreamClient;
+use velithon_core::client::{UpstreamClient, UpstreamTransport};
 
 use crate::client::millis;
 use crate::latin1;
@@ -78,13 +78,16 @@ pub struct RequestState {
     conn: Arc<ConnInfo>,
     body: tokio::sync::Mutex<BodyState>,
     forwarded: Mutex<Option<Response<ProxyBody>>>,
+    /// The client's side of an `Upgrade` (WebSocket), for `forwardRequest` to pass on.
+    on_upgrade: Mutex<Option<hyper::upgrade::OnUpgrade>>,
     runtime: Handle,
     max_body_size: usize,
 }
 
 impl RequestState {
     pub fn new(req: HandlerRequest, runtime: Handle, max_body_size: usize) -> Arc<Self> {
-        let (parts, body) = req.request.into_parts();
+        let (mut parts, body) = req.request.into_parts();
+        let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let body = if hyper::body::Body::is_end_stream(&body) {
             BodyState::Buffered(Bytes::new())
         } else {
@@ -98,6 +101,7 @@ impl RequestState {
             conn: req.conn,
             body: tokio::sync::Mutex::new(body),
             forwarded: Mutex::new(None),
+            on_upgrade: Mutex::new(on_upgrade),
             runtime,
             max_body_size,
         })
@@ -175,6 +179,8 @@ pub struct ForwardPolicies {
     pub retry: Option<Arc<RetryPolicy>>,
     pub transforms: Option<Arc<RouteTransforms>>,
     pub metrics: Option<Arc<velithon_core::metrics::Metrics>>,
+    /// Upstream TLS options and HTTP/2 (`None`: the client's defaults).
+    pub transport: Option<Arc<UpstreamTransport>>,
 }
 
 #[napi(object)]
@@ -305,6 +311,7 @@ impl RequestState {
             retry,
             transforms,
             metrics,
+            transport,
         } = policies;
         let retry = retry.as_deref();
         let extra = header_pairs(&options.additional_headers)?;
@@ -313,6 +320,14 @@ impl RequestState {
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
+        let on_upgrade = self
+            .on_upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(on_upgrade) = on_upgrade {
+            req.extensions_mut().insert(on_upgrade);
+        }
         let opts = ForwardOptions {
             strip: None,
             preserve_host: options.preserve_host,
@@ -320,6 +335,7 @@ impl RequestState {
             extra_headers: &extra,
             transforms: transforms.as_deref(),
             metrics: metrics.as_deref(),
+            transport: transport.as_deref(),
         };
         // A server the JS strategy chose; '' or an unknown one falls back.
         let first = match options.server.as_deref() {

@@ -1,0 +1,67 @@
+//! Upgrade requests (WebSocket) go upstream on a connection of their own: once the
+//! upstream switches protocols the connection belongs to the tunnel, so it can never
+//! come from, or go back to, the pool.
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::h1_pool::{connect_tcp, protocol_error};
+use super::UpstreamClient;
+use crate::body::ProxyBody;
+use crate::error::{ErrorCode, GatewayError};
+
+impl UpstreamClient {
+    /// Sends an upgrade request (absolute URI, `Upgrade` and `Connection: upgrade` set)
+    /// on a new HTTP/1.1 connection and returns the upstream's answer. On a `101` the
+    /// upstream's side of the tunnel is `hyper::upgrade::on(&mut response)`.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let uri = req.uri().clone();
+        let authority = authority_with_port(&uri)?;
+        let tcp = connect_tcp(&authority, self.settings.connect_timeout).await?;
+        let mut req = req;
+        *req.uri_mut() = origin_form(&uri);
+        exchange(tcp, req).await
+    }
+}
+
+/// One request on a fresh connection whose driver hands the connection over on a 101.
+async fn exchange<IO>(io: IO, req: Request<ProxyBody>) -> Result<Response<Incoming>, GatewayError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(protocol_error)?;
+    tokio::spawn(async move {
+        // Ends when the connection closes or after the switch (the IO then lives on
+        // in the upgraded stream).
+        let _ = conn.with_upgrades().await;
+    });
+    sender.send_request(req).await.map_err(protocol_error)
+}
+
+fn authority_with_port(uri: &Uri) -> Result<String, GatewayError> {
+    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    match uri.authority() {
+        Some(a) if a.port().is_some() => Ok(a.as_str().to_string()),
+        Some(a) => Ok(format!("{}:{}", a.as_str(), if https { 443 } else { 80 })),
+        None => Err(GatewayError::new(
+            ErrorCode::Internal,
+            "upstream URI has no authority",
+        )),
+    }
+}
+
+/// `/path?query`: what HTTP/1.1 puts on the request line.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from)
+}
