@@ -5,7 +5,8 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket, { WebSocketServer } from 'ws'
-import { Gateway, LoadBalancer, LeastConnectionsStrategy, Velithon } from 'velithon-gateway'
+import https from 'node:https'
+import { Gateway, JSONResponse, LoadBalancer, LeastConnectionsStrategy, Velithon } from 'velithon-gateway'
 import { closeAll, defer, listen, startProxy, waitFor, withTimeout } from './helpers/net'
 import { createCa } from './helpers/certs'
 
@@ -235,13 +236,17 @@ describe('WebSocket through a pure route', () => {
     await waitFor(() => up.sockets[0]?.readyState === WebSocket.CLOSED, 5_000, 'the upstream side closed too')
   })
 
-  it('app.close() ends open tunnels instead of leaving them behind', async () => {
+  it('app.close() gives open tunnels the shutdown grace, then cuts them', async () => {
     const up = await wsUpstream()
-    const gw = await startProxy({ upstreams: up.url, pattern: '/ws/{path:path}' })
+    const gw = await startProxy({ upstreams: up.url, pattern: '/ws/{path:path}', app: { shutdownTimeout: '400ms' } })
     const { ws } = await connect(`ws://127.0.0.1:${gw.port}/gw/ws/x`)
-    const closed = once(ws, 'close')
+    let closedAt = 0
+    const closed = once(ws, 'close').then(() => (closedAt = Date.now()))
+    const started = Date.now()
     await gw.app.close()
     await withTimeout(closed, 5_000, 'the client side closed')
+    // Not at once: the grace is for tunnels to end by themselves.
+    expect(closedAt - started).toBeGreaterThanOrEqual(300)
     await waitFor(() => up.sockets[0]?.readyState === WebSocket.CLOSED, 5_000, 'the upstream side closed')
   })
 
@@ -264,6 +269,78 @@ describe('WebSocket through a pure route', () => {
     const status = gateway.getUpstreamStatus()
     expect(status[a.url].inFlight).toBe(2)
     expect(status[b.url].inFlight).toBe(2)
+  })
+})
+
+describe('upgrades that must not become tunnels', () => {
+  /** A raw upstream that answers every request with a 101 to `protocol`. */
+  async function alwaysSwitching(protocol: string): Promise<string> {
+    const server = net.createServer((socket) => {
+      socket.once('data', () =>
+        socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${protocol}\r\nConnection: Upgrade\r\n\r\n`),
+      )
+      socket.on('error', () => {})
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    defer(() => new Promise((r) => server.close(r)))
+    return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  }
+
+  it('a 101 to a request that did not ask for one is a 502', async () => {
+    const gw = await startProxy({ upstreams: await alwaysSwitching('websocket') })
+    const res = await fetch(`http://127.0.0.1:${gw.port}/gw/api/plain`)
+    expect(res.status).toBe(502)
+    expect((await res.json()).code).toBe('VG_UPSTREAM_PROTOCOL')
+  })
+
+  it('a 101 to a protocol the client did not offer is a 502', async () => {
+    const gw = await startProxy({ upstreams: await alwaysSwitching('h2c'), pattern: '/ws/{path:path}' })
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/gw/ws/x`)
+    defer(() => stop(ws))
+    const [, res] = (await withTimeout(once(ws, 'unexpected-response'), 5_000, 'the 502')) as [unknown, http.IncomingMessage]
+    expect(res.statusCode).toBe(502)
+  })
+
+  it('an offer that includes h2c is not forwarded as an upgrade', async () => {
+    const up = await wsUpstream('plain')
+    const gw = await startProxy({ upstreams: up.url, pattern: '/ws/{path:path}' })
+    const reply = await new Promise<string>((resolve, reject) => {
+      const req = http.request({
+        port: gw.port,
+        host: '127.0.0.1',
+        path: '/gw/ws/x',
+        headers: { connection: 'Upgrade', upgrade: 'websocket, h2c', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+      })
+      req.on('response', (r) => {
+        let b = ''
+        r.on('data', (c) => (b += c))
+        r.on('end', () => resolve(`${r.statusCode} ${b}`))
+      })
+      req.on('upgrade', () => resolve('upgraded'))
+      req.on('error', reject)
+      req.end()
+    })
+    expect(reply).toBe('200 plain')
+    expect(up.handshakes).toHaveLength(0)
+  })
+
+  it('a 101 that a handler replaces by another answer closes the upstream side and frees the server', async () => {
+    const up = await wsUpstream()
+    const loadBalancer = new LoadBalancer({ upstreamServers: [up.url] })
+    const gateway = new Gateway({ loadBalancer })
+    const app = new Velithon()
+    app.get('/live', async (request) => {
+      await gateway.forwardRequest(request)
+      return new JSONResponse({ error: 'changed my mind' }, 403)
+    })
+    const { port } = await listen(app)
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/live`)
+    defer(() => stop(ws))
+    const [, res] = (await withTimeout(once(ws, 'unexpected-response'), 5_000, 'the 403')) as [unknown, http.IncomingMessage]
+    expect(res.statusCode).toBe(403)
+    await waitFor(() => up.sockets[0]?.readyState === WebSocket.CLOSED, 5_000, 'the upstream side closed')
+    await waitFor(() => gateway.getUpstreamStatus()[up.url].inFlight === 0, 5_000, 'the server freed')
   })
 })
 
@@ -377,6 +454,57 @@ describe('WebSocket over TLS', () => {
     for (let i = 0; i < 50; i++) ws.send(`s${i}`)
     expect(await replies).toEqual(Array.from({ length: 50 }, (_, i) => `s${i}`))
     expect(up.handshakes[0].headers['x-forwarded-proto']).toBe('https')
+  })
+})
+
+describe('WebSocket to a wss:// upstream', () => {
+  async function wssUpstream(): Promise<{ url: string; ca: string; handshakes: http.IncomingMessage[] }> {
+    const ca = await createCa()
+    const leaf = await ca.issue({ hosts: ['127.0.0.1'] })
+    const server = https.createServer({ cert: leaf.cert, key: leaf.key })
+    const wss = new WebSocketServer({ server })
+    const handshakes: http.IncomingMessage[] = []
+    wss.on('connection', (socket, req) => {
+      handshakes.push(req)
+      socket.on('message', (data) => socket.send(`secure ${data.toString()}`))
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    defer(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of wss.clients) s.terminate()
+          server.closeAllConnections()
+          server.close(() => resolve())
+        }),
+    )
+    return { url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, ca: ca.cert, handshakes }
+  }
+
+  it('speaks TLS to the upstream, trusting the route\'s tls.ca', async () => {
+    const up = await wssUpstream()
+    const gw = await startProxy({ upstreams: up.url, pattern: '/ws/{path:path}', gateway: { tls: { ca: up.ca } } })
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/gw/ws/s`)
+    defer(() => stop(ws))
+    await withTimeout(once(ws, 'open'), 5_000, 'the open')
+    const reply = once(ws, 'message')
+    ws.send('hi')
+    const [data] = (await withTimeout(reply, 5_000, 'the reply')) as [Buffer]
+    expect(data.toString()).toBe('secure hi')
+    expect(up.handshakes[0].headers.authorization).toBeUndefined()
+  })
+
+  it('refuses an upstream certificate it cannot trust: 502 VG_UPSTREAM_TLS, nothing sent in clear', async () => {
+    const up = await wssUpstream()
+    const gw = await startProxy({ upstreams: up.url, pattern: '/ws/{path:path}' })
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/gw/ws/s`, { headers: { authorization: 'Bearer secret' } })
+    defer(() => stop(ws))
+    const [, res] = (await withTimeout(once(ws, 'unexpected-response'), 5_000, 'the 502')) as [unknown, http.IncomingMessage]
+    expect(res.statusCode).toBe(502)
+    let body = ''
+    for await (const chunk of res) body += chunk
+    expect(JSON.parse(body).code).toBe('VG_UPSTREAM_TLS')
+    expect(up.handshakes).toHaveLength(0)
   })
 })
 

@@ -18,8 +18,9 @@ export class Response {
 
   constructor(body?: string | Buffer | Uint8Array | null, init: ResponseInit = {}) {
     const status = init.status ?? 200
-    if (!Number.isInteger(status) || status < 100 || status > 999) {
-      throw new ConfigError('status', `Response: option "status" must be a whole number from 100 to 999, got ${show(status)}`)
+    // 1xx are interim answers (101 switches protocols): only a forwarded 101 may be one.
+    if (!Number.isInteger(status) || status < 200 || status > 999) {
+      throw new ConfigError('status', `Response: option "status" must be a whole number from 200 to 999, got ${show(status)}`)
     }
     this.status = status
     this.headers = toHeaders(init.headers)

@@ -114,3 +114,20 @@ async fn a_tunnel_with_no_traffic_is_closed_after_the_idle_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_gives_a_tunnel_the_grace_then_cuts_it() {
+    bounded(async {
+        let origin = switching_origin().await;
+        let mut gw = simple_gateway("/t/{p:path}", &[format!("http://{origin}")]).await;
+        let mut stream = open_tunnel(gw.local_addr()).await;
+        let started = std::time::Instant::now();
+        gw.shutdown(Duration::from_millis(300)).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
+    })
+    .await;
+}

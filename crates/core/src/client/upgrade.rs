@@ -8,25 +8,60 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use http::uri::Scheme;
+use tokio_rustls::TlsConnector;
+
 use super::h1_pool::{connect_tcp, protocol_error};
-use super::UpstreamClient;
+use super::tls::default_http1_tls;
+use super::tls_error::tls_failure;
+use super::{UpstreamClient, UpstreamTransport};
 use crate::body::ProxyBody;
 use crate::error::{ErrorCode, GatewayError};
 
 impl UpstreamClient {
     /// Sends an upgrade request (absolute URI, `Upgrade` and `Connection: upgrade` set)
-    /// on a new HTTP/1.1 connection and returns the upstream's answer. On a `101` the
-    /// upstream's side of the tunnel is `hyper::upgrade::on(&mut response)`.
+    /// on a new HTTP/1.1 connection (TLS with ALPN `http/1.1` for `https://`, under the
+    /// route's `transport` options when it has some) and returns the upstream's answer.
+    /// On a `101` the upstream's side of the tunnel is `hyper::upgrade::on(&mut response)`.
     pub async fn send_upgrade(
         &self,
         req: Request<ProxyBody>,
+        transport: Option<&UpstreamTransport>,
     ) -> Result<Response<Incoming>, GatewayError> {
         let uri = req.uri().clone();
         let authority = authority_with_port(&uri)?;
-        let tcp = connect_tcp(&authority, self.settings.connect_timeout).await?;
+        let connect_timeout = self.settings.connect_timeout;
+        let tcp = connect_tcp(&authority, connect_timeout).await?;
         let mut req = req;
         *req.uri_mut() = origin_form(&uri);
-        exchange(tcp, req).await
+        if uri.scheme() != Some(&Scheme::HTTPS) {
+            return exchange(tcp, req).await;
+        }
+        let host = uri.host().unwrap_or_default();
+        let (config, name) = match transport {
+            Some(t) => t.http1_tls(host)?,
+            None => default_http1_tls(host)?,
+        };
+        let handshake = TlsConnector::from(config).connect(name, tcp);
+        let tls = match tokio::time::timeout(connect_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                return Err(tls_failure(&e).unwrap_or_else(|| {
+                    GatewayError::new(
+                        ErrorCode::UpstreamConnect,
+                        "the TLS handshake with the upstream failed",
+                    )
+                    .with_cause(e)
+                }))
+            }
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorCode::UpstreamTimeout,
+                    "the TLS handshake with the upstream timed out",
+                ))
+            }
+        };
+        exchange(tls, req).await
     }
 }
 

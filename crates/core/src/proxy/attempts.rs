@@ -73,7 +73,7 @@ async fn forward_attempts(
     let retry = retry.filter(|p| {
         p.max_attempts > 1
             && (p.retry_non_idempotent || is_idempotent(req.method()))
-            && !req.headers().contains_key(http::header::UPGRADE)
+            && super::upgrade::requested(req.version(), req.headers()).is_none()
     });
     let Some(policy) = retry else {
         // One attempt: nothing to keep, nothing to copy.
@@ -302,11 +302,11 @@ async fn should_retry(
 /// Keeps the server's in-flight count until the response body is done or dropped.
 /// An accepted upgrade keeps it for as long as its tunnel lives (so least-connections
 /// counts open WebSockets).
-fn with_in_flight(mut res: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
-    if let Some(tunnel) = Tunnel::take_from(&mut res) {
-        tokio::spawn(tunnel.run(in_flight));
-        return res;
-    }
+fn with_in_flight(res: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
+    let in_flight = match Tunnel::keep_while_open(&res, in_flight) {
+        Ok(()) => return res,
+        Err(in_flight) => in_flight,
+    };
     res.map(|body| {
         body.map_frame(move |frame| {
             let _held = &in_flight;

@@ -148,7 +148,7 @@ pub async fn send_upstream(
     let (mut parts, body) = req.into_parts();
     // An upgrade (WebSocket) keeps the client's side of the switch, to join it to the
     // upstream's once both have switched.
-    let upgrade = upgrade::requested(&parts)
+    let upgrade = upgrade::requested(parts.version, &parts.headers)
         .and_then(|protocol| Some((protocol, parts.extensions.remove::<OnUpgrade>()?)));
     // A `.` or `..` segment (also percent-encoded) would let the upstream resolve the
     // path outside what the route forwards (`/api/../admin`): refused, as Envoy does with
@@ -201,17 +201,27 @@ pub async fn send_upstream(
     // Waiting for a connection slot has its own bound (connectionPoolTimeout, 503); the
     // route timeout counts from there.
     let slot = client.acquire(upstream.authority().as_str()).await?;
-    if let Some((_, client_side)) = upgrade {
-        let sent = tokio::time::timeout(options.timeout, client.send_upgrade(upstream_req));
-        let res = sent.await.map_err(|_| no_answer_in(options.timeout))??;
+    if let Some((offered, client_side)) = upgrade {
+        let sent = client.send_upgrade(upstream_req, options.transport);
+        let res = tokio::time::timeout(options.timeout, sent)
+            .await
+            .map_err(|_| no_answer_in(options.timeout))??;
         let idle = client.settings().upgrade_idle_timeout;
-        return Ok(upgrade::answer(res, client_side, slot, idle));
+        return upgrade::answer(res, &offered, client_side, slot, idle);
     }
     let sent = client.send_via(slot, upstream_req, options.transport);
     let mut res = match tokio::time::timeout(options.timeout, sent).await {
         Ok(res) => res?,
         Err(_) => return Err(no_answer_in(options.timeout)),
     };
+    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Nobody asked (a plain request, or HTTP/1.0): the connection is lost to
+        // whatever the upstream switched to.
+        return Err(GatewayError::new(
+            ErrorCode::UpstreamProtocol,
+            "the upstream switched protocols on a request that did not ask to",
+        ));
+    }
     remove_hop_by_hop(res.headers_mut(), false);
     Ok(res)
 }

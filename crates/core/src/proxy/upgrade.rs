@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{request, Response, StatusCode, Version};
+use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -20,53 +20,95 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::time::Instant;
 
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+
 use super::headers::remove_hop_by_hop;
 use crate::body::{boxed, empty, ProxyBody};
 use crate::client::ConnectionSlot;
+use crate::error::{ErrorCode, GatewayError};
 
-/// The protocol a client asks to switch to, when it asks in a way the gateway passes
+/// The protocols a client asks to switch to, when it asks in a way the gateway passes
 /// on: HTTP/1.1, an `Upgrade` header, and `upgrade` among the `Connection` tokens
-/// (Firefox sends `Connection: keep-alive, Upgrade`). `h2c` is the server's own
-/// business and never forwarded.
-pub(crate) fn requested(parts: &request::Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 {
+/// (Firefox sends `Connection: keep-alive, Upgrade`). An `h2c` among the offered
+/// protocols is the server's own business: such a request is not forwarded as an
+/// upgrade at all (its `Upgrade` header is dropped like any hop-by-hop header).
+pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
         return None;
     }
-    let protocol = parts.headers.get(header::UPGRADE)?;
-    if protocol.as_bytes().eq_ignore_ascii_case(b"h2c") || protocol.is_empty() {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let protocol = values.next()?;
+    let single = values.next().is_none();
+    if !single || protocol.is_empty() || tokens(protocol).any(is_h2c) {
         return None;
     }
-    connection_has_upgrade(&parts.headers).then(|| protocol.clone())
+    connection_has_upgrade(headers).then(|| protocol.clone())
+}
+
+/// The comma-separated tokens of a header value, trimmed (`websocket`, `foo/2`).
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+fn is_h2c(token: &[u8]) -> bool {
+    let name = token.split(|b| *b == b'/').next().unwrap_or(token);
+    name.eq_ignore_ascii_case(b"h2c")
 }
 
 fn connection_has_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        .flat_map(tokens)
+        .any(|token| token.eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// The client's answer to an upgrade request the upstream answered: a `101` carries the
-/// tunnel-to-be in its extensions (started by whoever holds the server's lease, see
-/// `Tunnel::run`); anything else is an ordinary response.
+/// Whether `chosen` (the 101's `Upgrade`) is one of the protocols the client offered.
+fn was_offered(offered: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let chosen: Vec<&[u8]> = tokens(chosen).collect();
+    chosen.len() == 1
+        && !is_h2c(chosen[0])
+        && tokens(offered).any(|t| t.eq_ignore_ascii_case(chosen[0]))
+}
+
+/// The client's answer to an upgrade request the upstream answered. A `101` for one of
+/// the protocols the client offered carries the tunnel-to-be in its extensions (the
+/// listener starts it once this is the final answer, see `Tunnel::take_from`); a `101`
+/// for anything else is refused (502); any other answer is an ordinary response, its
+/// body keeping the connection slot.
 pub(crate) fn answer(
     mut res: Response<Incoming>,
+    offered: &HeaderValue,
     client_side: OnUpgrade,
     slot: Option<ConnectionSlot>,
     idle_timeout: Duration,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, GatewayError> {
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         remove_hop_by_hop(res.headers_mut(), false);
-        return res.map(boxed);
+        return Ok(res.map(|body| match slot {
+            Some(slot) => boxed(body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            })),
+            None => boxed(body),
+        }));
     }
+    let chosen = res.headers().get(header::UPGRADE).cloned();
+    let Some(protocol) = chosen.filter(|c| was_offered(offered, c)) else {
+        return Err(GatewayError::new(
+            ErrorCode::UpstreamProtocol,
+            "the upstream switched to a protocol the client did not ask for",
+        ));
+    };
     let upstream_side = hyper::upgrade::on(&mut res);
-    let protocol = res.headers().get(header::UPGRADE).cloned();
     let (mut parts, _) = res.into_parts();
     remove_hop_by_hop(&mut parts.headers, false);
-    if let Some(protocol) = protocol {
-        parts.headers.insert(header::UPGRADE, protocol);
-    }
+    parts.headers.insert(header::UPGRADE, protocol);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -74,44 +116,72 @@ pub(crate) fn answer(
         client: client_side,
         upstream: upstream_side,
         slot,
+        hold: None,
         idle_timeout,
     };
     parts
         .extensions
         .insert(PendingTunnel(Arc::new(Mutex::new(Some(tunnel)))));
-    Response::from_parts(parts, empty())
+    Ok(Response::from_parts(parts, empty()))
 }
 
 /// A tunnel in a response's extensions (which must be `Clone`; the tunnel is taken once).
 #[derive(Clone)]
 struct PendingTunnel(Arc<Mutex<Option<Tunnel>>>);
 
-/// Both ends of an accepted upgrade, waiting to be joined: carried in the 101
-/// response's extensions until whoever holds the server's lease starts it.
+/// Both ends of an accepted upgrade, waiting to be joined. It travels in the 101's
+/// extensions; if a later stage answers something else instead, the 101 and the tunnel
+/// with it are dropped, which closes the upstream's connection.
 pub struct Tunnel {
-    pub(crate) client: OnUpgrade,
-    pub(crate) upstream: OnUpgrade,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
     /// The `maxConnectionsPerHost` slot: the tunnel is an upstream connection.
-    pub(crate) slot: Option<ConnectionSlot>,
-    pub(crate) idle_timeout: Duration,
+    slot: Option<ConnectionSlot>,
+    /// The server's in-flight lease (least connections counts open tunnels).
+    hold: Option<Box<dyn Send>>,
+    idle_timeout: Duration,
 }
 
+/// How long the two sides may take to finish switching once the 101 is final.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Tunnel {
-    /// The tunnel a `101` response carries, if any (taken: a second call gets `None`).
+    /// The tunnel a response carries, if any (taken: a second call gets `None`).
     pub fn take_from<B>(res: &mut Response<B>) -> Option<Tunnel> {
         let pending = res.extensions_mut().remove::<PendingTunnel>()?;
         let taken = pending.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         taken
     }
 
+    /// Gives `hold` to the tunnel `res` carries, to keep while it is open; without a
+    /// tunnel, `hold` comes back.
+    pub(crate) fn keep_while_open<B, H: Send + 'static>(
+        res: &Response<B>,
+        hold: H,
+    ) -> Result<(), H> {
+        let Some(pending) = res.extensions().get::<PendingTunnel>() else {
+            return Err(hold);
+        };
+        match pending.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(tunnel) => {
+                tunnel.hold = Some(Box::new(hold));
+                Ok(())
+            }
+            None => Err(hold),
+        }
+    }
+
     /// Joins the two connections once the client has its 101 and copies until both
-    /// directions are done, an error, or idleness ends it. `hold` (the server's
-    /// in-flight lease) lives as long as the tunnel.
-    pub async fn run<H: Send + 'static>(self, hold: H) {
-        let (client, upstream) = match tokio::join!(self.client, self.upstream) {
-            (Ok(c), Ok(u)) => (c, u),
-            // The 101 never reached the client (it went away, or a later stage
-            // answered something else): nothing to join.
+    /// directions are done, an error, idleness, or `stop` (the listener's forced close)
+    /// ends it.
+    pub async fn run(self, stop: CancellationToken) {
+        let switched = tokio::time::timeout(SWITCH_TIMEOUT, async {
+            tokio::join!(self.client, self.upstream)
+        });
+        let (client, upstream) = match switched.await {
+            Ok((Ok(c), Ok(u))) => (c, u),
+            // The client went away before its 101 was written, or a side never
+            // finished switching: nothing to join.
             _ => return,
         };
         let activity = Arc::new(Activity::new());
@@ -120,8 +190,9 @@ impl Tunnel {
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
             _ = activity.idle_for(self.idle_timeout) => {}
+            _ = stop.cancelled() => {}
         }
-        drop(hold);
+        drop(self.hold);
         drop(self.slot);
     }
 }
@@ -216,12 +287,15 @@ impl AsyncWrite for Active {
 mod tests {
     use super::*;
 
-    fn parts(version: Version, headers: &[(&str, &str)]) -> request::Parts {
-        let mut req = http::Request::builder().version(version).uri("/ws");
+    fn parts(version: Version, headers: &[(&str, &str)]) -> (Version, HeaderMap) {
+        let mut map = HeaderMap::new();
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
-        req.body(()).unwrap().into_parts().0
+        (version, map)
     }
 
     #[test]
@@ -236,7 +310,7 @@ mod tests {
                 Version::HTTP_11,
                 &[("connection", connection), ("upgrade", "websocket")],
             );
-            assert_eq!(requested(&p).unwrap(), "websocket", "{connection}");
+            assert_eq!(requested(p.0, &p.1).unwrap(), "websocket", "{connection}");
         }
     }
 
@@ -261,12 +335,42 @@ mod tests {
                 &[("connection", "upgrade"), ("upgrade", "h2c")],
             ),
             parts(
+                Version::HTTP_11,
+                &[("connection", "upgrade"), ("upgrade", "websocket, H2C")],
+            ),
+            parts(
+                Version::HTTP_11,
+                &[("connection", "upgrade"), ("upgrade", "h2c/1")],
+            ),
+            parts(
+                Version::HTTP_11,
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "websocket"),
+                    ("upgrade", "h2c"),
+                ],
+            ),
+            parts(
                 Version::HTTP_10,
                 &[("connection", "upgrade"), ("upgrade", "websocket")],
             ),
         ];
         for p in cases {
-            assert!(requested(&p).is_none(), "{:?}", p.headers);
+            assert!(requested(p.0, &p.1).is_none(), "{:?}", p.1);
+        }
+    }
+
+    #[test]
+    fn a_101_must_choose_one_protocol_the_client_offered() {
+        let offered = HeaderValue::from_static("websocket, foo/2");
+        for ok in ["websocket", "WebSocket", "foo/2"] {
+            assert!(was_offered(&offered, &HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in ["h2c", "bar", "websocket, foo/2", ""] {
+            assert!(
+                !was_offered(&offered, &HeaderValue::from_static(bad)),
+                "{bad}"
+            );
         }
     }
 

@@ -142,6 +142,10 @@ async fn accept_loop(
     let force_close = CancellationToken::new();
     let connections = TaskTracker::new();
     let trusted = Arc::new(settings.trusted_proxies);
+    let tunnels = Arc::new(Tunnels {
+        tracker: connections.clone(),
+        stop: force_close.clone(),
+    });
 
     let grace = loop {
         let accepted = tokio::select! {
@@ -164,15 +168,19 @@ async fn accept_loop(
             trusted.contains(peer.ip()),
         ));
         let app = app.clone();
+        let tunnels = tunnels.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
             let conn_info = conn_info.clone();
+            let tunnels = tunnels.clone();
             async move {
                 let answer =
                     panic_guard::PanicGuard::new(
                         async move { app.dispatch(req, &conn_info).await },
                     );
-                Ok::<_, Infallible>(answer.await)
+                let mut res = answer.await;
+                tunnels.start_if_switching(&mut res);
+                Ok::<_, Infallible>(res)
             }
         });
         let builder = builder.clone();
@@ -207,7 +215,11 @@ async fn accept_loop(
             // own: a client that connects and sends nothing is dropped after the
             // request-head timeout (slowloris).
             let mut first = [0u8; 1];
-            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => peeked,
+                _ = force_close.cancelled() => return,
+            };
+            match peeked {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
@@ -220,13 +232,39 @@ async fn accept_loop(
         });
     };
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
         force_close.cancel();
     }
-    // Resolve only once every connection task has dropped its socket.
+    // Resolve only once every connection task has dropped its socket. Tunnels (upgraded
+    // connections) are tracked too: they get what is left of the grace, then are cut.
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        force_close.cancel();
+        connections.wait().await;
+    }
+}
+
+/// Where a listener's tunnels run: tracked with its connections, cut by its forced close.
+struct Tunnels {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tunnels {
+    /// Starts the tunnel of a final `101` (an upgrade the upstream accepted). A tunnel
+    /// whose 101 was replaced by another answer is dropped, closing the upstream side.
+    fn start_if_switching(&self, res: &mut http::Response<crate::body::ProxyBody>) {
+        if let Some(tunnel) = crate::proxy::Tunnel::take_from(res) {
+            if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                self.tracker.spawn(tunnel.run(self.stop.clone()));
+            }
+        }
+    }
 }

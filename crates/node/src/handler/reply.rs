@@ -38,6 +38,14 @@ impl HandlerReply {
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| bad(format!("the handler returned status {}", self.status)))?;
+        if status.is_informational() {
+            // hyper would switch protocols (101) or send an interim answer with nothing
+            // behind it; a forwarded 101 (a WebSocket) comes through `forwardRequest`.
+            return Err(bad(format!(
+                "the handler returned status {}; 1xx answers cannot be built by a handler",
+                self.status
+            )));
+        }
         let body = match self.body {
             Some(bytes) if !bytes.is_empty() => full(bytes),
             _ => empty(),
