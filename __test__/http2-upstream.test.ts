@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Gateway, Velithon, type GatewayOptions, type GatewayRouteOptions } from 'velithon-gateway'
+import { ConfigError, Gateway, LoadBalancer, Velithon, type GatewayOptions, type GatewayRouteOptions } from 'velithon-gateway'
 import { createCa, type Pem, type TestCa } from './helpers/certs'
 
 const opened: Array<() => unknown> = []
@@ -216,5 +216,53 @@ describe('gRPC-style exchanges', () => {
     expect(res.status).toBe(200)
     await res.arrayBuffer()
     expect(up.last()?.te).toBeUndefined()
+  })
+})
+
+describe('preserveHost and HTTP/2', () => {
+  // HTTP/2 names the upstream in :authority; a Host that differs is not allowed (RFC 9113 §8.3.1).
+  const refused = (fn: () => unknown) => {
+    let err: unknown
+    try {
+      fn()
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as ConfigError).option).toBe('preserveHost')
+    expect((err as ConfigError).message).toContain('RFC 9113')
+  }
+
+  it('route() refuses preserveHost with http2: true at any level', () => {
+    refused(() => new Gateway().route('/r', { upstream: 'http://127.0.0.1:1', http2: true, preserveHost: true }))
+    refused(() => new Gateway({ http2: true }).route('/r', { upstream: 'http://127.0.0.1:1', preserveHost: true }))
+    const lb = new LoadBalancer({ upstreamServers: ['http://127.0.0.1:1'], http2: true })
+    refused(() => new Gateway({ loadBalancer: lb }).route('/r', { preserveHost: true }))
+    // The most specific level decides: a route's http2: false allows it.
+    new Gateway({ http2: true }).route('/r', { upstream: 'http://127.0.0.1:1', http2: false, preserveHost: true })
+    new Gateway().route('/r', { upstream: 'http://127.0.0.1:1', preserveHost: true })
+  })
+
+  it('forwardRequest refuses preserveHost to an http2: true load balancer', async () => {
+    const up = await h2Upstream(false)
+    const lb = new LoadBalancer({ upstreamServers: [up.url], http2: true })
+    const gateway = new Gateway()
+    const app = new Velithon()
+    let seen: unknown
+    app.get('/f', async (request) => {
+      try {
+        return await gateway.forwardRequest(request, lb, { preserveHost: true })
+      } catch (err) {
+        seen = err
+        return { refused: true }
+      }
+    })
+    app.get('/ok', (request) => gateway.forwardRequest(request, lb))
+    const { url } = await app.listen({ port: 0, host: '127.0.0.1' })
+    opened.push(() => app.close())
+    await (await fetch(`${url}/f`)).arrayBuffer()
+    expect(seen).toBeInstanceOf(ConfigError)
+    expect((seen as ConfigError).option).toBe('preserveHost')
+    expect((await json(`${url}/ok`)).version).toBe('2.0')
   })
 })

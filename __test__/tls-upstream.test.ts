@@ -6,7 +6,7 @@
  * which level's options win.
  */
 import https from 'node:https'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -187,6 +187,13 @@ describe('upstream TLS: rejectUnauthorized: false', () => {
     new Gateway({ tls: { rejectUnauthorized: false, servername: 'x.example' } })
     await new Promise((r) => setImmediate(r))
     expect(warnings).toHaveLength(2)
+    // So does a secure options object made insecure later: it is new options.
+    const mutated: UpstreamTlsOptions = { ca: ca.cert }
+    new Gateway({ tls: mutated })
+    mutated.rejectUnauthorized = false
+    new Gateway({ tls: mutated })
+    await new Promise((r) => setImmediate(r))
+    expect(warnings).toHaveLength(3)
   })
 })
 
@@ -286,5 +293,196 @@ describe('upstream TLS: validation', () => {
     const other = await ca.issue({ hosts: ['127.0.0.1'] })
     err = option(() => new Gateway().route('/r', { upstream: 'https://127.0.0.1:1', tls: { cert: good.cert, key: other.key } }))
     expect(err.option).toMatch(/^tls\.(cert|key)$/)
+  })
+})
+
+describe('upstream TLS: options are read when given, by content', () => {
+  it('an options object changed after use is read again: later gateways and routes get the new options', async () => {
+    const url = await upstream(good)
+    const tls: UpstreamTlsOptions = { ca: otherCa.cert }
+    await expectTlsFailure(await through(url, tls), 'unknown issuer')
+    tls.ca = ca.cert
+    expect((await get(await through(url, tls))).status).toBe(200)
+    // And never back to an insecure setting once made secure.
+    const untrusted = await upstream(await otherCa.issue({ hosts: ['somewhere.else'] }))
+    const insecure: UpstreamTlsOptions = { rejectUnauthorized: false }
+    expect((await get(await through(untrusted, insecure))).status).toBe(200)
+    insecure.rejectUnauthorized = true
+    await expectTlsFailure(await through(untrusted, insecure), 'issuer')
+  })
+
+  it("the PEM bytes are copied when given: a caller's Buffer changed later does not change the options", async () => {
+    const url = await upstream(good)
+    const pem = Buffer.from(ca.cert)
+    const lb = new LoadBalancer({ upstreamServers: [url], tls: { ca: pem } })
+    pem.fill(0x20) // reused by the caller; the load balancer's transport is built later
+    const gateway = new Gateway({ loadBalancer: lb })
+    gateway.route('/t/{path:path}')
+    expect((await get((await serve(gateway)) + '/t/x')).status).toBe(200)
+  })
+
+  it('equal options given as different objects share one pool (one TLS connection)', async () => {
+    let connections = 0
+    const server = https.createServer(good, (_req, res) => res.end('{}'))
+    server.on('secureConnection', () => connections++)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    opened.push(() => new Promise((r) => server.close(() => r(undefined))), () => server.closeAllConnections())
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const gateway = new Gateway()
+    gateway.route('/a', { upstream: url, tls: { ca: ca.cert } })
+    gateway.route('/b', { upstream: url, tls: { ca: Buffer.from(ca.cert) } })
+    const base = await serve(gateway)
+    expect((await get(`${base}/a`)).status).toBe(200)
+    await new Promise((r) => setTimeout(r, 50)) // the connection back in the pool
+    expect((await get(`${base}/b`)).status).toBe(200)
+    expect(connections).toBe(1)
+  })
+})
+
+describe('upstream TLS: connectTimeout bounds the handshake', () => {
+  /** Accepts TCP connections and never says a word (never answers a ClientHello). */
+  async function silent(): Promise<string> {
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.on('close', () => sockets.delete(socket))
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    opened.push(() => new Promise((r) => server.close(() => r(undefined))), () => sockets.forEach((s) => s.destroy()))
+    return `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+  }
+
+  for (const [name, tls] of [
+    ['the default client', undefined],
+    ['a transport (tls options)', { rejectUnauthorized: true, servername: 'localhost' }],
+  ] as const) {
+    it(`an upstream that accepts TCP and never answers the ClientHello: 504 after connectTimeout (${name})`, async () => {
+      const url = await silent()
+      const gateway = new Gateway({ connectTimeout: '300ms', timeout: '5s', tls })
+      gateway.route('/t/{path:path}', { upstream: url })
+      const base = await serve(gateway)
+      const started = performance.now()
+      const { status, body } = await get(`${base}/t/x`)
+      const elapsed = performance.now() - started
+      expect(status).toBe(504)
+      expect(body.code).toBe('VG_UPSTREAM_TIMEOUT')
+      expect(body.message).toContain('connecting to the upstream timed out')
+      // A correctness bound (the route's 5 s timeout must not be what ends it).
+      expect(elapsed).toBeLessThan(3000)
+    })
+  }
+})
+
+describe('upstream TLS: errors after the handshake', () => {
+  /**
+   * A TCP relay in front of a TLS 1.3 upstream that, once the gateway's request is on
+   * its way (its second encrypted record: the first is its Finished), answers with a
+   * record that does not decrypt instead of the upstream's response.
+   */
+  async function corrupting(target: string): Promise<string> {
+    const { port } = new URL(target)
+    const sockets = new Set<net.Socket>()
+    const relay = net.createServer((client) => {
+      const upstreamSocket = net.connect(Number(port), '127.0.0.1')
+      sockets.add(client).add(upstreamSocket)
+      client.on('error', () => {})
+      upstreamSocket.on('error', () => {})
+      let pending = Buffer.alloc(0)
+      let encrypted = 0
+      let corrupted = false
+      upstreamSocket.on('data', (chunk) => {
+        if (!corrupted) client.write(chunk)
+      })
+      client.on('data', (chunk) => {
+        if (corrupted) return
+        pending = Buffer.concat([pending, chunk])
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt16BE(3)) {
+          const record = pending.subarray(0, 5 + pending.readUInt16BE(3))
+          pending = pending.subarray(record.length)
+          if (record[0] === 23 && ++encrypted === 2) {
+            corrupted = true
+            const garbage = Buffer.concat([Buffer.from([23, 3, 3, 0, 64]), Buffer.alloc(64, 0x5a)])
+            client.write(garbage)
+            return
+          }
+          upstreamSocket.write(record)
+        }
+      })
+      client.on('close', () => upstreamSocket.destroy())
+      upstreamSocket.on('close', () => client.destroy())
+    })
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()))
+    opened.push(() => new Promise((r) => relay.close(() => r(undefined))), () => sockets.forEach((s) => s.destroy()))
+    return `https://127.0.0.1:${(relay.address() as AddressInfo).port}`
+  }
+
+  it('a TLS failure on a connection already made is not called a handshake failure', async () => {
+    const url = await corrupting(await upstream({ ...good, minVersion: 'TLSv1.3' }))
+    const message = await expectTlsFailure(await through(url, { ca: ca.cert }), 'a TLS error on the upstream connection')
+    expect(message).not.toContain('handshake')
+  })
+})
+
+describe('upstream TLS: a LoadBalancer checks its tls when built', () => {
+  const option = (fn: () => unknown): ConfigError => {
+    try {
+      fn()
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError)
+      return err as ConfigError
+    }
+    throw new Error('expected a ConfigError')
+  }
+
+  it('PEM that does not parse, or a key that is not the certificate\'s: a ConfigError from the constructor', async () => {
+    const broken = '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n'
+    let err = option(() => new LoadBalancer({ upstreamServers: ['https://127.0.0.1:1'], tls: { ca: broken } }))
+    expect(err.option).toBe('tls.ca')
+    expect(err.message).toMatch(/^LoadBalancer: option "tls\.ca"/)
+    const other = await ca.issue({ hosts: ['127.0.0.1'] })
+    err = option(() => new LoadBalancer({ upstreamServers: ['https://127.0.0.1:1'], tls: { cert: good.cert, key: other.key } }))
+    expect(err.option).toMatch(/^tls\.(cert|key)$/)
+    expect(err.message).toMatch(/^LoadBalancer: option "tls\.(cert|key)"/)
+    err = option(() => new LoadBalancer({ upstreamServers: ['https://127.0.0.1:1'], tls: { cert: broken, key: good.key } }))
+    expect(err.option).toBe('tls.cert')
+  })
+})
+
+describe("upstream TLS: a load balancer's health checks and a gateway's tls", () => {
+  const checker = () => new HealthChecker({ checkInterval: '50ms', checkPath: '/health', consecutiveFailures: 1 })
+  const settled = async (lb: LoadBalancer) => {
+    for (let i = 0; i < 200 && lb.status()[0].health.checks < 3; i++) await new Promise((r) => setTimeout(r, 10))
+    return lb.status()[0].health
+  }
+
+  it("checks of a balancer without tls of its own go with the gateway's tls", async () => {
+    const url = await upstream(good)
+    const lb = new LoadBalancer({ upstreamServers: [url], healthChecker: checker() })
+    opened.push(() => lb.close())
+    const gateway = new Gateway({ loadBalancer: lb, tls: { ca: ca.cert } })
+    opened.push(() => gateway.close())
+    expect(await settled(lb)).toMatchObject({ healthy: true, lastError: null })
+  })
+
+  it('a balancer used by two gateways with different tls: the first wins, and a warning says so', async () => {
+    const url = await upstream(good)
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => {
+      if ((w as Error & { code?: string }).code === 'VG_LB_TRANSPORT_CONFLICT') warnings.push(w)
+    }
+    process.on('warning', onWarning)
+    opened.push(() => process.off('warning', onWarning))
+    const lb = new LoadBalancer({ upstreamServers: [url], healthChecker: checker() })
+    opened.push(() => lb.close())
+    const first = new Gateway({ tls: { ca: ca.cert } })
+    first.route('/a/{path:path}', { loadBalancer: lb })
+    const second = new Gateway({ tls: { ca: otherCa.cert } })
+    second.route('/b/{path:path}', { loadBalancer: lb })
+    new Gateway({ tls: { ca: Buffer.from(ca.cert) } }).route('/c', { loadBalancer: lb }) // the same as the first: no warning
+    await new Promise((r) => setImmediate(r))
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0].message).toContain('health checks keep those of the first gateway')
+    expect(await settled(lb)).toMatchObject({ healthy: true, lastError: null })
   })
 })

@@ -47,11 +47,15 @@ export interface GatewayOptions {
   loadBalancer?: LoadBalancer
   /** How long to wait for an upstream's response head (504 after). Default `'30s'`. */
   timeout?: Duration
-  /** How long a TCP/TLS connect to an upstream may take. Default `'10s'`. */
+  /** How long a connect to an upstream may take, TCP and TLS handshake together (504 after). Default `'10s'`. */
   connectTimeout?: Duration
   /** Idle keep-alive connections kept per upstream server. Default 100. */
   connectionPoolSize?: number
-  /** Concurrent connections per upstream server; unlimited by default (as undici). */
+  /**
+   * Concurrent connections per upstream server (requests in flight); unlimited by default
+   * (as undici). For HTTP/2 upstreams, whose requests share a connection, it bounds
+   * concurrent streams.
+   */
   maxConnectionsPerHost?: number
   /**
    * How long an idle pooled connection is kept. Default `'4s'` (as undici): below the
@@ -271,6 +275,8 @@ export class Gateway {
     const nativeLb = lb instanceof LoadBalancer ? LoadBalancer.nativeOf(lb) : lb
     if (!this.#balancers.has(nativeLb)) {
       this.#balancers.set(nativeLb, lb instanceof LoadBalancer ? lb : undefined)
+      // Its health checks go with this gateway's tls/http2 where it sets none itself.
+      if (lb instanceof LoadBalancer) LoadBalancer.adopt(lb, OWNER, this.#tls, this.#http2)
       if (this.metrics) GatewayMetrics.watch(this.metrics, nativeLb, lb instanceof LoadBalancer ? lb : undefined)
       const breaker = this.circuitBreaker
       if (breaker && !nativeLb.hasCircuitBreaker()) native(() => nativeLb.setCircuitBreaker(breaker.native))
@@ -356,12 +362,14 @@ export class Gateway {
     if (routeHeaders && (routeHeaders.dynamicAdd.length > 0 || routeHeaders.dynamicModify.length > 0)) {
       throw new ConfigError('headersToAdd', `${owner}: option "headersToAdd" takes string values; use a HeaderTransformer for functions`)
     }
-    const transport = this.#transportFor(
+    const [transport, http2] = this.#transportFor(
       owner,
       lb ?? (opts.upstream === undefined ? this.loadBalancer : undefined),
       tlsOption(owner, opts.tls),
       http2Option(owner, opts.http2),
     )
+    const preserveHost = boolean(owner, 'preserveHost', opts.preserveHost, false)
+    if (preserveHost && http2) throw preserveHostWithHttp2(owner)
     const rewrite = rewriteOption(owner, 'pathRewrite', opts.pathRewrite)
     if (rewrite) checkPathRule(owner, 'pathRewrite', { mappings: [], rewritePattern: rewrite.pattern, rewriteReplacement: rewrite.replacement })
     const transforms = this.#transformsFor(
@@ -378,7 +386,7 @@ export class Gateway {
       retry: RetryConfig.policyOf(retry),
       transforms,
       stripPath: boolean(owner, 'stripPath', opts.stripPath, false),
-      preserveHost: boolean(owner, 'preserveHost', opts.preserveHost, false),
+      preserveHost,
       timeoutMs: duration(owner, 'timeout', opts.timeout, this.timeoutMs),
       transport,
     })
@@ -387,11 +395,13 @@ export class Gateway {
 
   /**
    * The transport for the most specific `tls` and `http2` (route, then load balancer,
-   * then gateway); undefined for the defaults (no TLS options, no HTTP/2).
+   * then gateway; undefined for the defaults: no TLS options, no HTTP/2), and whether it
+   * is HTTP/2 only.
    */
-  #transportFor(owner: string, lb: LoadBalancer | undefined, tls?: TlsConfig, http2?: boolean): NativeTransport | undefined {
+  #transportFor(owner: string, lb: LoadBalancer | undefined, tls?: TlsConfig, http2?: boolean): [NativeTransport | undefined, boolean] {
     const fromLb = lb ? LoadBalancer.protocolOf(lb) : undefined
-    return this.#transports.get(owner, tls ?? fromLb?.tls ?? this.#tls, http2 ?? fromLb?.http2 ?? this.#http2 ?? false)
+    const h2 = http2 ?? fromLb?.http2 ?? this.#http2 ?? false
+    return [this.#transports.get(owner, tls ?? fromLb?.tls ?? this.#tls, h2), h2]
   }
 
   /**
@@ -429,7 +439,8 @@ export class Gateway {
       transforms = this.#transformsFor(lb.transformers, undefined, undefined)
       this.#forwardTransforms.set(nativeLb, transforms)
     }
-    const transport = this.#transportFor(owner, lb)
+    const [transport, http2] = this.#transportFor(owner, lb)
+    if (http2 && options !== EMPTY && (options as ForwardOptions | null)?.preserveHost === true) throw preserveHostWithHttp2(owner)
     return forwardWith(owner, request, nativeLb, this.#client, RetryConfig.policyOf(this.retryConfig), transforms, options, this.timeoutMs, server, transport)
   }
 
@@ -464,6 +475,18 @@ export class Gateway {
   getRouter(): GatewayRouter {
     return this.#router
   }
+}
+
+/**
+ * `preserveHost` with `http2: true`: HTTP/2 names the upstream in `:authority`, and a
+ * `host` that differs from it is not allowed (RFC 9113 §8.3.1).
+ */
+function preserveHostWithHttp2(owner: string): ConfigError {
+  return new ConfigError(
+    'preserveHost',
+    `${owner}: option "preserveHost" cannot be used with http2: true: an HTTP/2 request names the upstream in :authority, ` +
+      "and a Host header that differs from it is not allowed (RFC 9113 §8.3.1); the client's host is in X-Forwarded-Host",
+  )
 }
 
 /** @internal Shared by `forwardRequest` and `forwardTo`. */

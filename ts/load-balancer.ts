@@ -9,7 +9,7 @@ import { BodyTransformer } from './transform/body-transformer'
 import type { Transformer } from './transform/compile'
 import { HeaderTransformer } from './transform/header-transformer'
 import { PathTransformer } from './transform/path-transformer'
-import { http2Option, nativeTransportOptions, tlsOption, type TlsConfig, type UpstreamTlsOptions } from './upstream-tls'
+import { http2Option, nativeTransportOptions, sameTransport, tlsOption, type TlsConfig, type UpstreamTlsOptions } from './upstream-tls'
 import {
   ConsistentHashStrategy,
   LoadBalancingStrategy,
@@ -114,6 +114,12 @@ export class LoadBalancer {
   #tls: TlsConfig | undefined
   #http2: boolean | undefined
   #protocol: { readonly tls: TlsConfig | undefined; readonly http2: boolean | undefined }
+  /** What the health checks go with now (its own options, or those of the first gateway that used it). */
+  #checkedWith: { tls: TlsConfig | undefined; http2: boolean | undefined }
+  /** The first gateway that used this balancer (its options are the health checks'). */
+  #adopted = false
+  /** The options of later gateways warned about (one warning per distinct options). */
+  #conflicts = new Set<string>()
 
   constructor(options: LoadBalancerOptions) {
     const opts = object(OWNER, options)
@@ -156,6 +162,7 @@ export class LoadBalancer {
     this.#tls = tlsOption(OWNER, opts.tls)
     this.#http2 = http2Option(OWNER, opts.http2)
     this.#protocol = Object.freeze({ tls: this.#tls, http2: this.#http2 })
+    this.#checkedWith = { tls: this.#tls, http2: this.#http2 }
     this.healthChecker = healthCheckerOption(opts)
     this.circuitBreaker = circuitBreakerOption(opts)
     const outlier = opts.outlierDetection
@@ -261,6 +268,44 @@ export class LoadBalancer {
     return lb.#protocol
   }
 
+  /**
+   * @internal A gateway forwards to this balancer, with its own `tls`/`http2` as the
+   * defaults for what this balancer does not set: the health checks go as those requests
+   * do. The first gateway wins; a later one with other options gets a warning.
+   */
+  static adopt(lb: LoadBalancer, owner: string, tls: TlsConfig | undefined, http2: boolean | undefined): void {
+    lb.#adopt(owner, tls, http2)
+  }
+
+  #adopt(owner: string, gatewayTls: TlsConfig | undefined, gatewayHttp2: boolean | undefined): void {
+    const checker = this.healthChecker
+    // A customCheckFunction makes no request of the gateway's.
+    if (!checker || checker.customCheckFunction || this.#closed) return
+    const tls = this.#tls ?? gatewayTls
+    const http2 = this.#http2 ?? gatewayHttp2
+    const now = this.#checkedWith
+    if (!this.#adopted) {
+      this.#adopted = true
+      if (sameTransport(now.tls, now.http2, tls, http2)) return
+      this.#checkedWith = { tls, http2 }
+      // Restarted with the effective options (stopping marks every server up again:
+      // what the first checks found with the wrong options does not count).
+      this.#native.stopHealthChecks()
+      startHealthChecks(this.#native, checker, tls, http2)
+      return
+    }
+    if (sameTransport(now.tls, now.http2, tls, http2)) return
+    const key = `${tls?.id ?? ''}/${http2 ?? false}`
+    if (this.#conflicts.has(key)) return
+    this.#conflicts.add(key)
+    process.emitWarning(
+      `${owner}: this LoadBalancer (servers ${this.upstreamServers.join(', ') || 'none yet'}) is used by more than one ` +
+        'gateway with different upstream tls/http2 options; its health checks keep those of the first gateway that used it. ' +
+        'Give the LoadBalancer its own tls/http2 to choose.',
+      { code: 'VG_LB_TRANSPORT_CONFLICT' },
+    )
+  }
+
   /** @internal The JS strategy's pick for `forwardRequest` ('' = fall back), if it has one. */
   static selectorOf(lb: LoadBalancer): Select | undefined {
     return lb.#select
@@ -304,7 +349,10 @@ function circuitBreakerOption(opts: Record<string, unknown>): CircuitBreaker | u
   return new CircuitBreaker({ failureThreshold: positiveInt(OWNER, 'circuitBreakerThreshold', opts.circuitBreakerThreshold, 5) })
 }
 
-/** Health checks go as the balancer's requests do: its `tls` and `http2` (not a gateway's). */
+/**
+ * Health checks go as the balancer's requests do: its `tls` and `http2`, else those of
+ * the first gateway that uses it (see `LoadBalancer.adopt`).
+ */
 function startHealthChecks(lb: NativeLoadBalancer, checker: HealthChecker, tls: TlsConfig | undefined, http2: boolean | undefined): void {
   const custom = checker.customCheckFunction
   const check = custom

@@ -316,6 +316,8 @@ export interface NativeBinding {
   ) => NativeTransforms
   NativeClient: new (options: NativeClientOptions) => NativeClient
   NativeTransport: new (client: NativeClient, options: NativeTransportOptions) => NativeTransport
+  /** The checks of `new NativeTransport` without a client; throws `VG_INVALID_CONFIG` naming `tls.*`. */
+  validateTransportOptions(options: NativeTransportOptions): void
   NativeApp: new (options: NativeAppOptions) => NativeApp
 }
 

@@ -4,9 +4,13 @@
  * `route()`. The most specific level that sets an option wins, as a whole object: a
  * route's `tls` replaces its load balancer's, which replaces the gateway's.
  *
- * The shape is checked here; the PEM itself is parsed by the data plane (rustls), whose
- * errors name `tls.ca`, `tls.cert`, `tls.key` or `tls.servername` and become `ConfigError`s.
+ * The shape is checked here and the PEM parsed by the data plane (rustls) at once, at
+ * configuration time; its errors name `tls.ca`, `tls.cert`, `tls.key` or `tls.servername`
+ * and become `ConfigError`s. The bytes are copied when checked, and checked options are
+ * known by their content: equal options share one native transport (one pool), and
+ * options changed later (the same object mutated) are new options.
  */
+import { createHash } from 'node:crypto'
 import { ConfigError, ErrorCodes, VelithonError, native } from './errors'
 import { nativeBinding, type NativeClient, type NativeTransport, type NativeTransportOptions } from './native'
 import { show } from './options'
@@ -35,8 +39,10 @@ export interface UpstreamTlsOptions {
   rejectUnauthorized?: boolean
 }
 
-/** @internal Checked options, PEM as Buffers; one object per user object (the cache key). */
+/** @internal Checked options, PEM copied into Buffers of their own. */
 export interface TlsConfig {
+  /** A digest of the normalised options: equal options, equal id (the transport cache key). */
+  readonly id: string
   readonly ca?: Buffer
   readonly cert?: Buffer
   readonly key?: Buffer
@@ -45,8 +51,10 @@ export interface TlsConfig {
 }
 
 const KEYS = ['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'] as const
-const checked = new WeakMap<object, TlsConfig>()
-const warned = new WeakSet<object>()
+/** The ids of options the data plane accepted (parsed once per distinct options). */
+const validated = new Set<string>()
+/** The ids of insecure options warned about (once per distinct options). */
+const warned = new Set<string>()
 
 /** Checks a `tls` option (undefined = not set at this level). */
 export function tlsOption(owner: string, value: unknown): TlsConfig | undefined {
@@ -57,27 +65,37 @@ export function tlsOption(owner: string, value: unknown): TlsConfig | undefined 
       `${owner}: option "tls" must be an object { ca, cert, key, servername, rejectUnauthorized }, got ${show(value)}`,
     )
   }
-  const known = checked.get(value)
-  if (known) return known
   const tls = value as Record<string, unknown>
   for (const name of Object.keys(tls)) {
     if (!(KEYS as readonly string[]).includes(name)) {
       throw new ConfigError(`tls.${name}`, `${owner}: unknown option "tls.${name}" (known options: ${KEYS.map((k) => `tls.${k}`).join(', ')})`)
     }
   }
-  const config: TlsConfig = Object.freeze({
+  const fields = {
     ca: caOption(owner, tls.ca),
     cert: pem(owner, 'cert', tls.cert, 'CERTIFICATE'),
     key: pem(owner, 'key', tls.key, 'PRIVATE KEY'),
     servername: servername(owner, tls.servername),
     rejectUnauthorized: rejectOption(owner, tls.rejectUnauthorized),
-  })
-  if ((config.cert === undefined) !== (config.key === undefined)) {
-    const [given, missing] = config.cert ? ['cert', 'key'] : ['key', 'cert']
+  }
+  if ((fields.cert === undefined) !== (fields.key === undefined)) {
+    const [given, missing] = fields.cert ? ['cert', 'key'] : ['key', 'cert']
     throw new ConfigError(`tls.${missing}`, `${owner}: option "tls.${given}" needs "tls.${missing}" (a client certificate and its private key go together)`)
   }
-  if (!config.rejectUnauthorized && !warned.has(value)) {
-    warned.add(value)
+  const config: TlsConfig = Object.freeze({ id: contentId(fields), ...fields })
+  if (!validated.has(config.id)) {
+    // Parsed as the data plane will (PEM, the key against the certificate, servername),
+    // so options that cannot work fail here, not at a first request or health check.
+    const { validateTransportOptions } = nativeBinding()
+    try {
+      native(() => validateTransportOptions(nativeTransportOptions(config, false)))
+    } catch (err) {
+      throw tlsError(owner, err)
+    }
+    validated.add(config.id)
+  }
+  if (!config.rejectUnauthorized && !warned.has(config.id)) {
+    warned.add(config.id)
     process.emitWarning(
       `${owner}: tls.rejectUnauthorized is false, so upstream TLS certificates are NOT verified: ` +
         'anyone on the network path can impersonate the upstream and read or change its traffic. ' +
@@ -85,8 +103,27 @@ export function tlsOption(owner: string, value: unknown): TlsConfig | undefined 
       { type: 'SecurityWarning', code: 'VG_TLS_INSECURE' },
     )
   }
-  checked.set(value, config)
   return config
+}
+
+/** A sha256 of the normalised options (each field tagged and length-prefixed). */
+function contentId(fields: Omit<TlsConfig, 'id'>): string {
+  const hash = createHash('sha256')
+  const part = (tag: string, value: Buffer | string | undefined) => {
+    if (value === undefined) {
+      hash.update(`${tag}-;`)
+      return
+    }
+    const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value
+    hash.update(`${tag}${bytes.length}:`)
+    hash.update(bytes)
+  }
+  part('ca', fields.ca)
+  part('cert', fields.cert)
+  part('key', fields.key)
+  part('servername', fields.servername)
+  hash.update(fields.rejectUnauthorized ? 'verify' : 'insecure')
+  return hash.digest('hex')
 }
 
 function rejectOption(owner: string, value: unknown): boolean {
@@ -116,12 +153,15 @@ function caOption(owner: string, value: unknown): Buffer | undefined {
   return pem(owner, 'ca', value, 'CERTIFICATE')
 }
 
-/** A PEM string or Buffer with at least one `-----BEGIN …<label>-----` block. */
+/**
+ * A PEM string or Buffer with at least one `-----BEGIN …<label>-----` block, as a copy:
+ * the caller may reuse or change its Buffer afterwards.
+ */
 function pem(owner: string, name: string, value: unknown, label: string): Buffer | undefined {
   if (value === undefined) return undefined
   let bytes: Buffer | undefined
   if (typeof value === 'string') bytes = Buffer.from(value, 'utf8')
-  else if (value instanceof Uint8Array) bytes = Buffer.from(value.buffer, value.byteOffset, value.length)
+  else if (value instanceof Uint8Array) bytes = Buffer.from(value) // copies
   const text = bytes?.toString('latin1') ?? ''
   const begin = new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`)
   if (!bytes || !begin.test(text)) {
@@ -138,13 +178,16 @@ export function http2Option(owner: string, value: unknown): boolean | undefined 
   throw new ConfigError('http2', `${owner}: option "http2" must be true or false, got ${show(value)}`)
 }
 
-const NAMED = /^(tls\.(?:ca|cert|key|servername))\b:? ?([\s\S]*)$/
+const NAMED = /^(tls\.(?:ca|cert|key|servername))\b(:?)\s*([\s\S]*)$/
 
-/** A data-plane error naming a `tls.*` option as a `ConfigError`; any other unchanged. */
+/**
+ * A data-plane error naming a `tls.*` option as a `ConfigError` (`LoadBalancer: option
+ * "tls.ca" is not valid PEM: …`); any other unchanged.
+ */
 function tlsError(owner: string, err: unknown): unknown {
   if (err instanceof VelithonError && err.code === ErrorCodes.INVALID_CONFIG) {
     const m = NAMED.exec(err.message)
-    if (m) return new ConfigError(m[1], `${owner}: option "${m[1]}": ${m[2]}`)
+    if (m) return new ConfigError(m[1], `${owner}: option "${m[1]}"${m[2] || ''} ${m[3]}`)
   }
   return err
 }
@@ -161,16 +204,20 @@ export function nativeTransportOptions(tls: TlsConfig | undefined, http2: boolea
   }
 }
 
-/** No `tls` at any level (a key of the transport cache). */
-const NO_TLS: TlsConfig = Object.freeze({ rejectUnauthorized: true })
+/** Whether two effective (`tls`, `http2`) pairs reach upstreams the same way. */
+export function sameTransport(a: TlsConfig | undefined, aHttp2: boolean | undefined, b: TlsConfig | undefined, bHttp2: boolean | undefined): boolean {
+  return a?.id === b?.id && (aHttp2 ?? false) === (bHttp2 ?? false)
+}
 
 /**
- * The native transports of one gateway's client, one per distinct (`tls`, `http2`):
- * connections made under one set of options are never reused under another.
+ * The native transports of one gateway's client, one per distinct (`tls` content,
+ * `http2`): connections made under one set of options are never reused under another,
+ * and equal options given as different objects share one.
  */
 export class Transports {
   #client: NativeClient
-  #made = new Map<TlsConfig, [NativeTransport | undefined, NativeTransport | undefined]>()
+  /** By `TlsConfig.id` ('' for no tls): [HTTP/1.1 or ALPN, HTTP/2 only]. */
+  #made = new Map<string, [NativeTransport | undefined, NativeTransport | undefined]>()
 
   constructor(client: NativeClient) {
     this.#client = client
@@ -179,7 +226,7 @@ export class Transports {
   /** The transport for these options; undefined for the defaults (no tls, no http2). */
   get(owner: string, tls: TlsConfig | undefined, http2: boolean): NativeTransport | undefined {
     if (!tls && !http2) return undefined
-    const key = tls ?? NO_TLS
+    const key = tls?.id ?? ''
     let pair = this.#made.get(key)
     if (!pair) {
       pair = [undefined, undefined]
@@ -190,7 +237,7 @@ export class Transports {
     if (made) return made
     const { NativeTransport } = nativeBinding()
     try {
-      const transport = native(() => new NativeTransport(this.#client, nativeTransportOptions(key, http2)))
+      const transport = native(() => new NativeTransport(this.#client, nativeTransportOptions(tls, http2)))
       pair[at] = transport
       return transport
     } catch (err) {

@@ -1,6 +1,7 @@
 //! `NativeTransport`: upstream TLS options and HTTP/2 for the routes and
 //! `forwardRequest` calls that use them, with a pool of its own (built with the pool
-//! settings of the gateway's client). The facade makes one per distinct options object.
+//! settings of the gateway's client). The facade makes one per distinct options (by
+//! content), and checks options at configuration time with `validateTransportOptions`.
 
 use std::sync::Arc;
 
@@ -22,6 +23,16 @@ pub struct NativeTransportOptions {
     pub servername: Option<String>,
     pub reject_unauthorized: bool,
     pub http2: bool,
+}
+
+/// The checks of `new NativeTransport` without building one (no client needed): PEM that
+/// does not parse, a key that is not the certificate's, a bad servername throw
+/// `VG_INVALID_CONFIG` naming `tls.ca`, `tls.cert`, `tls.key` or `tls.servername`. For a
+/// `LoadBalancer`'s options, which reach a transport only when a gateway uses it.
+#[napi(catch_unwind)]
+#[cfg_attr(test, allow(dead_code))]
+pub fn validate_transport_options(options: NativeTransportOptions) -> napi::Result<()> {
+    transport_options(options).validate().map_err(to_napi)
 }
 
 /// The core's options (PEM copied out of the Buffers, on the JS thread).

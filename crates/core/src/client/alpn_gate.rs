@@ -9,6 +9,10 @@
 //! never held again). An h2 host is gated again after `keepAliveTimeout` without a
 //! request, when the pool has let its connection go. This is what Envoy's mixed
 //! (ALPN) pool does: one connection decides the protocol before more are made.
+//!
+//! Hosts come and go (service discovery): when the map has doubled since it was last
+//! pruned, entries idle longer than `keepAliveTimeout` (the pool has let their
+//! connections go) are dropped, so it holds about the hosts in use.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,15 +27,24 @@ use tokio::sync::watch;
 use crate::body::ProxyBody;
 
 pub(super) struct AlpnGate {
-    hosts: Mutex<HashMap<String, Host>>,
+    hosts: Mutex<Hosts>,
     keep_alive: Duration,
     connect_timeout: Duration,
 }
 
+/// The hosts, and the size at which they are next pruned.
+struct Hosts {
+    map: HashMap<String, Host>,
+    prune_at: usize,
+}
+
+/// The map is not pruned below this many hosts.
+const PRUNE_FROM: usize = 64;
+
 struct Host {
     /// What the last connection negotiated: `Some(true)` h2, `Some(false)` HTTP/1.1.
     h2: Option<bool>,
-    /// The last request sent to an h2 host (the pool keeps its connection as long).
+    /// The last request sent to the host (the pool keeps an h2 connection as long).
     last_used: Instant,
     /// A request is making the first connection; the others wait for `made`.
     connecting: bool,
@@ -47,7 +60,10 @@ enum Step {
 impl AlpnGate {
     pub(super) fn new(keep_alive: Duration, connect_timeout: Duration) -> Self {
         Self {
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Hosts {
+                map: HashMap::new(),
+                prune_at: PRUNE_FROM,
+            }),
             keep_alive,
             connect_timeout,
         }
@@ -111,9 +127,12 @@ impl AlpnGate {
     fn step(&self, key: &str) -> Step {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let host = match hosts.get_mut(key) {
+        if !hosts.map.contains_key(key) && hosts.map.len() >= hosts.prune_at {
+            self.prune(&mut hosts, now);
+        }
+        let host = match hosts.map.get_mut(key) {
             Some(host) => host,
-            None => hosts.entry(key.to_string()).or_insert_with(|| Host {
+            None => hosts.map.entry(key.to_string()).or_insert_with(|| Host {
                 h2: None,
                 last_used: now,
                 connecting: false,
@@ -121,7 +140,10 @@ impl AlpnGate {
             }),
         };
         match host.h2 {
-            Some(false) => Step::Go,
+            Some(false) => {
+                host.last_used = now;
+                Step::Go
+            }
             Some(true) if now.duration_since(host.last_used) < self.keep_alive => {
                 host.last_used = now;
                 Step::Go
@@ -134,10 +156,21 @@ impl AlpnGate {
         }
     }
 
+    /// Drops the hosts idle longer than `keepAliveTimeout` (never one connecting; its
+    /// waiters look the host up again when woken); the next prune is at twice the size
+    /// left, so a map of live hosts is not scanned on every new one.
+    fn prune(&self, hosts: &mut Hosts, now: Instant) {
+        let keep_alive = self.keep_alive;
+        hosts
+            .map
+            .retain(|_, h| h.connecting || now.duration_since(h.last_used) < keep_alive);
+        hosts.prune_at = (hosts.map.len() * 2).max(PRUNE_FROM);
+    }
+
     /// The first connection is in the pool: let the others go.
     fn learn(&self, key: &str, h2: bool) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(host) = hosts.get_mut(key) {
+        if let Some(host) = hosts.map.get_mut(key) {
             host.h2 = Some(h2);
             host.last_used = Instant::now();
             host.connecting = false;
@@ -161,7 +194,7 @@ impl Drop for First<'_> {
             return;
         }
         let mut hosts = self.gate.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(host) = hosts.get_mut(self.key) {
+        if let Some(host) = hosts.map.get_mut(self.key) {
             if host.connecting {
                 host.connecting = false;
                 host.made.send_replace(());
@@ -193,6 +226,29 @@ mod tests {
         gate.learn("b:443", false);
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(gate.step("b:443"), Step::Go));
+    }
+
+    #[test]
+    fn idle_hosts_are_pruned() {
+        let gate = AlpnGate::new(Duration::from_millis(200), Duration::from_secs(1));
+        for i in 0..100 {
+            let key = format!("old{i}:443");
+            assert!(matches!(gate.step(&key), Step::Connect));
+            gate.learn(&key, i % 2 == 0);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        // One host in use, one still making its first connection (however old).
+        assert!(matches!(gate.step("live:443"), Step::Connect));
+        gate.learn("live:443", true);
+        assert!(matches!(gate.step("busy:443"), Step::Connect));
+        for i in 0..40 {
+            assert!(matches!(gate.step(&format!("new{i}:443")), Step::Connect));
+        }
+        let hosts = gate.hosts.lock().unwrap();
+        assert!(hosts.map.keys().all(|k| !k.starts_with("old")));
+        assert!(hosts.map.contains_key("live:443"));
+        assert!(hosts.map.contains_key("busy:443"));
+        assert_eq!(hosts.map.len(), 42);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! concurrent connections per upstream host.
 
 mod alpn_gate;
+mod connector;
 mod h1_pool;
 mod limit;
 mod tls;
@@ -16,8 +17,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::Client;
 
 use crate::body::ProxyBody;
 use crate::error::{ErrorCode, GatewayError};
@@ -60,7 +60,7 @@ impl Default for ClientSettings {
     }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = connector::Connector;
 
 pub struct UpstreamClient {
     /// Plain-HTTP/1.1 upstreams: connections driven inline by the forwarding task.
@@ -77,28 +77,23 @@ impl UpstreamClient {
     /// Builds the client. No runtime is needed here: connections are spawned on the
     /// runtime that sends the request.
     pub fn new(settings: ClientSettings) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        // TCP keepalive; the whole TCP + TLS connect bounded by connect_timeout.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls::default_client_config())
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(connector::http_connector(&settings));
+        let connector = connector::timed(https, settings.connect_timeout);
         // Under a connection cap, idle connections beyond it would break the cap.
         let max_idle = settings
             .max_connections_per_host
             .map_or(settings.max_idle_per_host, |cap| {
                 cap.min(settings.max_idle_per_host)
             });
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.keep_alive_timeout)
-            .pool_max_idle_per_host(max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        // The pool settings, HTTP/2 keep-alive pings (h2 by ALPN).
+        let inner =
+            connector::client_builder(&settings, connector::H2_PING_INTERVAL).build(connector);
         let limits = settings.max_connections_per_host.map(HostLimits::new);
         let h1 = h1_pool::H1Pool::new(
             max_idle,
@@ -227,7 +222,7 @@ fn box_incoming(body: Incoming) -> ProxyBody {
 /// Maps a client error to the gateway's error codes.
 pub fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
     // A TLS failure, at connect or (TLS 1.3 client certificates) at the first read.
-    if let Some(tls) = tls_error::tls_failure(&err) {
+    if let Some(tls) = tls_error::tls_failure_at(&err, err.is_connect()) {
         return tls.with_cause(err);
     }
     if err.is_connect() {

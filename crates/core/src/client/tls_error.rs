@@ -33,26 +33,49 @@ pub(crate) fn find_rustls_error<'a>(
     None
 }
 
-/// `VG_UPSTREAM_TLS` for an error whose chain holds a TLS failure; `None` otherwise.
+/// `VG_UPSTREAM_TLS` for an error whose chain holds a TLS failure during the handshake;
+/// `None` otherwise.
 pub(crate) fn tls_failure(err: &(dyn StdError + 'static)) -> Option<GatewayError> {
-    let tls = find_rustls_error(err)?;
-    Some(GatewayError::new(ErrorCode::UpstreamTls, reason(tls)))
+    tls_failure_at(err, true)
 }
 
-/// What went wrong, in words.
-pub(crate) fn reason(err: &rustls::Error) -> String {
-    const PREFIX: &str = "TLS handshake with the upstream failed";
+/// `VG_UPSTREAM_TLS` for an error whose chain holds a TLS failure; `None` otherwise.
+/// `connecting`: it happened while the connection was made (the handshake), else on a
+/// connection already up (e.g. an alert or a corrupt record after the handshake).
+pub(crate) fn tls_failure_at(
+    err: &(dyn StdError + 'static),
+    connecting: bool,
+) -> Option<GatewayError> {
+    let tls = find_rustls_error(err)?;
+    Some(GatewayError::new(
+        ErrorCode::UpstreamTls,
+        reason(tls, connecting),
+    ))
+}
+
+/// What went wrong, in words: "TLS handshake with the upstream failed: …" for a failure
+/// while connecting (`handshake`), "a TLS error on the upstream connection: …" after.
+pub(crate) fn reason(err: &rustls::Error, handshake: bool) -> String {
+    let prefix = if handshake {
+        "TLS handshake with the upstream failed"
+    } else {
+        "a TLS error on the upstream connection"
+    };
+    format!("{prefix}: {}", detail(err, handshake))
+}
+
+fn detail(err: &rustls::Error, handshake: bool) -> String {
     match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                format!("{PREFIX}: the upstream's certificate has expired")
+                String::from("the upstream's certificate has expired")
             }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                format!("{PREFIX}: the upstream's certificate is not valid yet")
+                String::from("the upstream's certificate is not valid yet")
             }
-            CertificateError::UnknownIssuer => format!(
-                "{PREFIX}: the upstream's certificate is not signed by a trusted CA \
-                 (unknown issuer); give the CA in tls.ca"
+            CertificateError::UnknownIssuer => String::from(
+                "the upstream's certificate is not signed by a trusted CA \
+                 (unknown issuer); give the CA in tls.ca",
             ),
             CertificateError::NotValidForNameContext {
                 expected,
@@ -65,25 +88,25 @@ pub(crate) fn reason(err: &rustls::Error) -> String {
                     format!("it is for {}", names.join(", "))
                 };
                 format!(
-                    "{PREFIX}: the upstream's certificate is not valid for the name {} ({has}); \
+                    "the upstream's certificate is not valid for the name {} ({has}); \
                      tls.servername sets the name to verify",
                     expected.to_str()
                 )
             }
-            CertificateError::NotValidForName => format!(
-                "{PREFIX}: the upstream's certificate is not valid for the name it was reached by; \
-                 tls.servername sets the name to verify"
+            CertificateError::NotValidForName => String::from(
+                "the upstream's certificate is not valid for the name it was reached by; \
+                 tls.servername sets the name to verify",
             ),
             CertificateError::Revoked => {
-                format!("{PREFIX}: the upstream's certificate has been revoked")
+                String::from("the upstream's certificate has been revoked")
             }
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                format!("{PREFIX}: the upstream's certificate is not for TLS server use")
+                String::from("the upstream's certificate is not for TLS server use")
             }
-            other => format!("{PREFIX}: the upstream's certificate is invalid ({other:?})"),
+            other => format!("the upstream's certificate is invalid ({other:?})"),
         },
-        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => format!(
-            "{PREFIX}: the upstream required a client certificate; give one in tls.cert and tls.key"
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => String::from(
+            "the upstream required a client certificate; give one in tls.cert and tls.key",
         ),
         rustls::Error::AlertReceived(
             alert @ (AlertDescription::BadCertificate
@@ -93,13 +116,13 @@ pub(crate) fn reason(err: &rustls::Error) -> String {
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnknownCA
             | AlertDescription::AccessDenied),
-        ) => format!(
-            "{PREFIX}: the upstream rejected the gateway's client certificate (alert {alert:?})"
-        ),
-        rustls::Error::AlertReceived(alert) => {
-            format!("{PREFIX}: handshake failure (alert {alert:?} from the upstream)")
+        ) => format!("the upstream rejected the gateway's client certificate (alert {alert:?})"),
+        rustls::Error::AlertReceived(alert) if handshake => {
+            format!("handshake failure (alert {alert:?} from the upstream)")
         }
-        other => format!("{PREFIX}: handshake failure ({other})"),
+        rustls::Error::AlertReceived(alert) => format!("alert {alert:?} from the upstream"),
+        other if handshake => format!("handshake failure ({other})"),
+        other => other.to_string(),
     }
 }
 
@@ -170,6 +193,38 @@ mod tests {
             AlertDescription::HandshakeFailure
         ))
         .contains("handshake failure"));
+    }
+
+    #[test]
+    fn handshake_only_while_connecting() {
+        let boxed = wrapped(rustls::Error::DecryptError);
+        let at_connect = tls_failure_at(boxed.as_ref(), true).unwrap();
+        assert!(at_connect
+            .message()
+            .starts_with("TLS handshake with the upstream failed: handshake failure"));
+        let later = tls_failure_at(boxed.as_ref(), false).unwrap();
+        assert_eq!(later.code(), ErrorCode::UpstreamTls);
+        assert!(
+            later
+                .message()
+                .starts_with("a TLS error on the upstream connection: "),
+            "{}",
+            later.message()
+        );
+        assert!(
+            !later.message().contains("handshake"),
+            "{}",
+            later.message()
+        );
+        let alert = wrapped(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        let later = tls_failure_at(alert.as_ref(), false).unwrap();
+        assert_eq!(
+            later.message(),
+            "a TLS error on the upstream connection: the upstream required a client \
+             certificate; give one in tls.cert and tls.key"
+        );
     }
 
     #[test]

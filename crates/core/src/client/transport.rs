@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, Uri};
 use hyper_rustls::FixedServerNameResolver;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::Client;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -30,6 +29,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::alpn_gate::AlpnGate;
+use super::connector::{self, Connector, H2_PING_INTERVAL};
 use super::tls::{self, ALPN_HTTP1};
 use super::{box_incoming, classify, ClientSettings};
 use crate::body::ProxyBody;
@@ -79,8 +79,6 @@ impl fmt::Debug for TransportOptions {
     }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// A pooled client for upstreams reached under one set of `TransportOptions`.
 pub struct UpstreamTransport {
     client: Client<Connector, ProxyBody>,
@@ -106,26 +104,11 @@ impl UpstreamTransport {
     /// `VG_INVALID_CONFIG` naming `tls.ca`, `tls.cert`, `tls.key` or `tls.servername`)
     /// and builds the client with the pool settings of `settings`. No runtime needed.
     pub fn new(options: TransportOptions, settings: &ClientSettings) -> Result<Self, GatewayError> {
-        let servername = options
-            .servername
-            .as_deref()
-            .map(|name| {
-                tls::server_name(name).map_err(|_| {
-                    invalid(format!(
-                        "tls.servername {name:?} is not a DNS name or an IP address"
-                    ))
-                })
-            })
-            .transpose()?;
-        let config = client_config(&options)?;
+        let (servername, config) = parse(&options)?;
 
         let mut http1 = config.clone();
         http1.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http();
@@ -135,25 +118,17 @@ impl UpstreamTransport {
             }
             None => builder,
         };
-        let connector = if options.http2 {
+        let http = connector::http_connector(settings);
+        let https = if options.http2 {
             // ALPN: h2 only.
             builder.enable_http2().wrap_connector(http)
         } else {
             // ALPN: h2, http/1.1; the upstream picks.
             builder.enable_http1().enable_http2().wrap_connector(http)
         };
-        let max_idle = settings
-            .max_connections_per_host
-            .map_or(settings.max_idle_per_host, |cap| {
-                cap.min(settings.max_idle_per_host)
-            });
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.keep_alive_timeout)
-            .pool_max_idle_per_host(max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
+        let client = connector::client_builder(settings, H2_PING_INTERVAL)
             .http2_only(options.http2)
-            .build(connector);
+            .build(connector::timed(https, settings.connect_timeout));
         Ok(Self {
             client,
             http1: Arc::new(http1),
@@ -204,6 +179,33 @@ impl UpstreamTransport {
         };
         Ok(res.map_err(classify)?.map(box_incoming))
     }
+}
+
+impl TransportOptions {
+    /// The checks of `UpstreamTransport::new` alone (PEM parsed, the key matched to the
+    /// certificate, the servername): `VG_INVALID_CONFIG` naming `tls.ca`, `tls.cert`,
+    /// `tls.key` or `tls.servername`. Builds no client.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        parse(self).map(|_| ())
+    }
+}
+
+/// The servername and the rustls configuration (no ALPN yet) of `options`.
+fn parse(
+    options: &TransportOptions,
+) -> Result<(Option<ServerName<'static>>, ClientConfig), GatewayError> {
+    let servername = options
+        .servername
+        .as_deref()
+        .map(|name| {
+            tls::server_name(name).map_err(|_| {
+                invalid(format!(
+                    "tls.servername {name:?} is not a DNS name or an IP address"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok((servername, client_config(options)?))
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -337,7 +339,11 @@ mod tests {
     }
 
     fn message(options: TransportOptions) -> String {
+        // `validate` (the binding's check at configuration time) says the same.
+        let checked = options.validate().unwrap_err();
         let err = build(options).unwrap_err();
+        assert_eq!(checked.code(), err.code());
+        assert_eq!(checked.message(), err.message());
         assert_eq!(err.code(), ErrorCode::InvalidConfig);
         err.message().to_string()
     }
