@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
@@ -27,19 +28,23 @@ use super::client_body_error;
 
 type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
 
+/// A pooled connection lives in a box: it moves between the pool, the exchange and the
+/// response body on every request, and hyper's connection state is large.
+type Link = Box<Upstream1>;
+
 struct Upstream1 {
     sender: SendRequest<ProxyBody>,
     conn: Conn,
 }
 
 struct Idle {
-    link: Upstream1,
+    link: Link,
     since: Instant,
 }
 
 pub(super) struct H1Pool {
     /// Per host: oldest at the front, most recently used at the back.
-    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
+    idle: Mutex<HashMap<Authority, VecDeque<Idle>>>,
     max_idle_per_host: usize,
     keep_alive: Duration,
     connect_timeout: Duration,
@@ -65,7 +70,7 @@ impl H1Pool {
         let mut out: Vec<(String, usize)> = idle
             .iter()
             .filter(|(_, q)| !q.is_empty())
-            .map(|(host, q)| (host.clone(), q.len()))
+            .map(|(host, q)| (with_port(host), q.len()))
             .collect();
         out.sort();
         out
@@ -76,18 +81,18 @@ impl H1Pool {
     /// closed in the meantime) is sent again on a new one.
     pub(super) async fn send(
         self: &Arc<Self>,
-        authority: &str,
+        authority: Authority,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let mut req = req;
-        if let Some(link) = self.checkout(authority) {
+        if let Some(link) = self.checkout(&authority) {
             match exchange(link, req).await {
                 Ok((res, link)) => return Ok(self.wrap(authority, res, link)),
                 Err((_, Some(unsent))) => req = unsent,
                 Err((err, None)) => return Err(protocol_error(err)),
             }
         }
-        let link = self.connect(authority).await?;
+        let link = self.connect(&authority).await?;
         match exchange(link, req).await {
             Ok((res, link)) => Ok(self.wrap(authority, res, link)),
             Err((err, _)) => Err(protocol_error(err)),
@@ -96,12 +101,11 @@ impl H1Pool {
 
     fn wrap(
         self: &Arc<Self>,
-        authority: &str,
+        authority: Authority,
         res: Response<Incoming>,
-        link: Option<Upstream1>,
+        link: Option<Link>,
     ) -> Response<ProxyBody> {
         let pool = self.clone();
-        let authority = authority.to_string();
         res.map(move |body| {
             http_body_util::BodyExt::boxed_unsync(PooledBody {
                 body,
@@ -112,7 +116,7 @@ impl H1Pool {
         })
     }
 
-    fn checkout(&self, authority: &str) -> Option<Upstream1> {
+    fn checkout(&self, authority: &Authority) -> Option<Link> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let stack = idle.get_mut(authority)?;
         let now = Instant::now();
@@ -124,7 +128,7 @@ impl H1Pool {
         None
     }
 
-    fn checkin(&self, authority: String, mut link: Upstream1) {
+    fn checkin(&self, authority: Authority, mut link: Link) {
         if !still_open(&mut link) || !link.sender.is_ready() {
             return;
         }
@@ -143,13 +147,21 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self, authority: &str) -> Result<Upstream1, GatewayError> {
-        let stream = connect_tcp(authority, self.connect_timeout).await?;
+    async fn connect(&self, authority: &Authority) -> Result<Link, GatewayError> {
+        let stream = connect_tcp(&with_port(authority), self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(protocol_error)?;
-        Ok(Upstream1 { sender, conn })
+        Ok(Box::new(Upstream1 { sender, conn }))
+    }
+}
+
+/// `host:port`, port 80 when the authority names none (plain HTTP).
+fn with_port(authority: &Authority) -> String {
+    match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.as_str()),
     }
 }
 
@@ -202,10 +214,10 @@ pub(super) fn protocol_error(err: hyper::Error) -> GatewayError {
 }
 
 type Exchanged =
-    Result<(Response<Incoming>, Option<Upstream1>), (hyper::Error, Option<Request<ProxyBody>>)>;
+    Result<(Response<Incoming>, Option<Link>), (hyper::Error, Option<Request<ProxyBody>>)>;
 
 /// Sends one request and drives the connection until the response head arrives.
-async fn exchange(mut link: Upstream1, req: Request<ProxyBody>) -> Exchanged {
+async fn exchange(mut link: Link, req: Request<ProxyBody>) -> Exchanged {
     let mut response = std::pin::pin!(link.sender.try_send_request(req));
     let mut link = Some(link);
     std::future::poll_fn(move |cx| {
@@ -232,8 +244,8 @@ async fn exchange(mut link: Upstream1, req: Request<ProxyBody>) -> Exchanged {
 struct PooledBody {
     body: Incoming,
     ended: bool,
-    link: Option<Upstream1>,
-    pool: Option<(Arc<H1Pool>, String)>,
+    link: Option<Link>,
+    pool: Option<(Arc<H1Pool>, Authority)>,
 }
 
 impl Body for PooledBody {

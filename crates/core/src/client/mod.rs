@@ -167,15 +167,12 @@ impl UpstreamClient {
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let res = if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            let authority = match req.uri().authority() {
-                Some(a) if a.port().is_some() => a.as_str().to_string(),
-                Some(a) => format!("{}:80", a.as_str()),
-                None => {
-                    return Err(GatewayError::new(
-                        ErrorCode::Internal,
-                        "upstream URI has no authority",
-                    ))
-                }
+            // A shared-bytes clone, no allocation: the pool's key.
+            let Some(authority) = req.uri().authority().cloned() else {
+                return Err(GatewayError::new(
+                    ErrorCode::Internal,
+                    "upstream URI has no authority",
+                ));
             };
             let mut req = req;
             // HTTP/1 on the wire: the origin form, `/path?query`.
@@ -185,7 +182,7 @@ impl UpstreamClient {
                 .cloned()
                 .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
             *req.uri_mut() = origin;
-            self.h1.send(&authority, req).await?
+            self.h1.send(authority, req).await?
         } else {
             self.alpn
                 .send(&self.inner, req)
