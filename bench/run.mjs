@@ -12,8 +12,10 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import http from 'node:http'
+import https from 'node:https'
+import http2 from 'node:http2'
 import { Procs, CLK_TCK, cpuTicksOf, which, coreTicks, cpuList } from './procs.mjs'
-import { findLoadGenerator } from './load.mjs'
+import { findLoadGenerator, findH2load } from './load.mjs'
 import { pathToFileURL } from 'node:url'
 import { TARGETS as BUILTIN_TARGETS } from './targets.mjs'
 
@@ -38,6 +40,8 @@ const USAGE = `usage: node bench/run.mjs [options]   (npm run bench -- [options]
   --loadgen <tool>      wrk | autocannon (env BENCH_LOADGEN; default wrk if installed)
   --velithon-workers <n> Velithon workerThreads (env BENCH_VELITHON_WORKERS, default 1)
   --upstream-threads <n> fixed upstream's tokio threads (env BENCH_UPSTREAM_THREADS, default 1)
+  --h2-clients <n>      HTTP/2 rows: h2load connections (env BENCH_H2_CLIENTS, default 8)
+  --h2-streams <n>      HTTP/2 rows: concurrent streams per connection (env BENCH_H2_STREAMS, default 16)
   --quiet-wait <s>      before each target, wait up to s seconds for both cores to be < 20% busy
                         (other tenants); 0 disables (env BENCH_QUIET_WAIT, default 30)
   --out <file>          JSON results (default bench/results/latest.json)`
@@ -65,6 +69,8 @@ function parseOptions() {
       loadgen: { type: 'string' },
       'velithon-workers': { type: 'string' },
       'upstream-threads': { type: 'string' },
+      'h2-clients': { type: 'string' },
+      'h2-streams': { type: 'string' },
       out: { type: 'string' },
       'quiet-wait': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -83,6 +89,8 @@ function parseOptions() {
     loadgen: values.loadgen ?? env.BENCH_LOADGEN,
     velithonWorkers: count('velithon-workers', values['velithon-workers'] ?? env.BENCH_VELITHON_WORKERS ?? 1, 256),
     upstreamThreads: count('upstream-threads', values['upstream-threads'] ?? env.BENCH_UPSTREAM_THREADS ?? 1, 256),
+    h2Clients: count('h2-clients', values['h2-clients'] ?? env.BENCH_H2_CLIENTS ?? 8, 10_000),
+    h2Streams: count('h2-streams', values['h2-streams'] ?? env.BENCH_H2_STREAMS ?? 16, 10_000),
     quietWaitS: Number(values['quiet-wait'] ?? env.BENCH_QUIET_WAIT ?? 30),
     out: values.out ?? env.BENCH_OUT ?? join(root, 'bench', 'results', 'latest.json'),
   }
@@ -158,9 +166,14 @@ function velithonReadiness(warnings, addonId) {
 async function ensureUpstreamBinary(procs) {
   const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target')
   const bin = join(targetDir, 'release', 'examples', 'fixed-upstream')
-  if (existsSync(bin)) return bin
+  const src = join(root, 'crates', 'core', 'examples', 'fixed_upstream.rs')
+  // Rebuilt when its own source changed (e.g. the --tls mode), not for every crates/ edit.
+  if (existsSync(bin) && (!existsSync(src) || statSync(bin).mtimeMs >= statSync(src).mtimeMs)) return bin
   const cargo = process.env.CARGO || 'cargo'
-  if (!which(cargo) && !existsSync(cargo)) throw new Error(`${bin} is missing and cargo was not found to build it`)
+  if (!which(cargo) && !existsSync(cargo)) {
+    if (existsSync(bin)) return bin
+    throw new Error(`${bin} is missing and cargo was not found to build it`)
+  }
   process.stderr.write(`bench: building the fixed upstream (cargo build --release --example fixed-upstream -p velithon-core)…\n`)
   const rec = procs.spawn('cargo build', cargo, ['build', '--release', '--example', 'fixed-upstream', '-p', 'velithon-core'], { cwd: root })
   rec.child.stderr.on('data', (d) => process.stderr.write(d))
@@ -203,18 +216,73 @@ async function waitQuiet(maxS) {
   }
 }
 
-/** One GET with a fresh connection: { status, body }. */
-function get(url, timeoutMs = 5000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+/**
+ * One GET with a fresh connection: { status, body, headers, protocol, tls }. `https://`
+ * URLs are checked against `ca` (HTTP/1.1, no ALPN, as wrk); `h2`: over HTTP/2 instead
+ * (prior knowledge on http://, ALPN h2 on https://). `protocol` is what was spoken and
+ * `tls` { version, cipher } what was negotiated (the load generator negotiates its own, with
+ * the same server preferences).
+ */
+function get(url, { ca, h2 = false } = {}, timeoutMs = 5000) {
+  const u = new URL(url)
+  const isTls = u.protocol === 'https:'
+  const tlsOf = (socket) => {
+    try {
+      return isTls ? { version: socket.getProtocol(), cipher: socket.getCipher()?.name, alpn: socket.alpnProtocol || undefined } : undefined
+    } catch {
+      return undefined
+    }
+  }
+  if (h2) {
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(u.origin, isTls ? { ca } : {})
+      const fail = (e) => {
+        clearTimeout(timer)
+        session.destroy()
+        reject(e)
+      }
+      const timer = setTimeout(() => fail(new Error(`HTTP/2 GET ${url} timed out`)), timeoutMs)
+      session.on('error', fail)
+      const req = session.request({ ':path': `${u.pathname}${u.search}` })
+      let headers = {}
       let body = ''
+      req.setEncoding('utf8')
+      req.on('response', (h) => (headers = h))
+      req.on('data', (d) => (body += d))
+      req.on('error', fail)
+      req.on('end', () => {
+        clearTimeout(timer)
+        const tls = tlsOf(session.socket)
+        const protocol = session.alpnProtocol
+        session.close()
+        resolve({ status: headers[':status'], body, headers, protocol, tls })
+      })
+    })
+  }
+  return new Promise((resolve, reject) => {
+    const req = (isTls ? https : http).get(url, { agent: false, timeout: timeoutMs, ...(isTls && { ca }) }, (res) => {
+      let body = ''
+      const tls = tlsOf(res.socket)
       res.setEncoding('utf8')
       res.on('data', (d) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }))
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers, protocol: `http/${res.httpVersion}`, tls }))
     })
     req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)))
     req.on('error', reject)
   })
+}
+
+/** Certificates for the TLS rows, made now (scripts/dev-certs.mjs), PEM files in `dir`. */
+async function makeCerts(dir) {
+  const { createCa } = await import('../scripts/dev-certs.mjs')
+  const ca = await createCa('velithon bench CA')
+  const leaf = await ca.issue({ hosts: ['127.0.0.1', 'localhost'], commonName: 'velithon bench' })
+  mkdirSync(dir, { recursive: true })
+  const files = { caFile: join(dir, 'ca.pem'), certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') }
+  writeFileSync(files.caFile, ca.cert)
+  writeFileSync(files.certFile, leaf.cert)
+  writeFileSync(files.keyFile, leaf.key, { mode: 0o600 })
+  return { ...files, ca: ca.cert }
 }
 
 // ---------------------------------------------------------------- formatting
@@ -244,15 +312,17 @@ async function measure(ctx, target, loadgen, expectBody) {
   try {
     const url = new URL(target.path ?? '/', handle.url).href
     if (new URL(url).hostname !== '127.0.0.1') throw new Error(`${target.name}: ${url} is not on 127.0.0.1`)
-    const probe = await get(url)
+    const h2 = loadgen.tool === 'h2load'
+    const probe = await get(url, { ca: ctx.certs?.ca, h2 })
     if (probe.status !== 200 || (expectBody !== undefined && probe.body !== expectBody)) {
       throw new Error(`${target.name}: preflight GET ${url} answered ${probe.status} ${JSON.stringify(probe.body.slice(0, 200))}, expected 200 ${JSON.stringify(expectBody)}`)
     }
     const quiet = options.quietWaitS > 0 ? await waitQuiet(options.quietWaitS) : undefined
-    const run = { url, connections: options.connections, cpus: LOAD_CPUS }
+    const run = { url, connections: options.connections, cpus: LOAD_CPUS, h2Clients: options.h2Clients, h2Streams: options.h2Streams }
     if (options.warmupS > 0) await loadgen.run(procs, { ...run, durationS: options.warmupS })
     const pids = handle.cpuPids()
-    const upBefore = cpuTicksOf([ctx.upstream.pid])
+    const upstreamPid = handle.upstreamPid ?? ctx.upstream.pid
+    const upBefore = cpuTicksOf([upstreamPid])
     const coreBefore = coreTicks(cpuList(PROXY_CPUS))
     const before = cpuTicksOf(pids)
     const t0 = process.hrtime.bigint()
@@ -261,7 +331,7 @@ async function measure(ctx, target, loadgen, expectBody) {
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9
     const coreAfter = coreTicks(cpuList(PROXY_CPUS))
     const coreDelta = Object.fromEntries(Object.keys(coreAfter).map((k) => [k, coreAfter[k] - coreBefore[k]]))
-    const upAfter = cpuTicksOf([ctx.upstream.pid])
+    const upAfter = cpuTicksOf([upstreamPid])
     const cpuTicks = pids.length ? after - before : undefined
     const cpuS = cpuTicks === undefined ? undefined : cpuTicks / CLK_TCK
     const upCpuS = (upAfter - upBefore) / CLK_TCK
@@ -289,6 +359,7 @@ async function measure(ctx, target, loadgen, expectBody) {
         othersBusy: coreDelta.total ? Math.max(0, coreDelta.busy - (cpuTicks ?? 0)) / coreDelta.total : undefined,
       },
       quietBefore: quiet,
+      preflight: { protocol: probe.protocol, tls: probe.tls },
       info: handle.info,
     }
   } finally {
@@ -331,7 +402,33 @@ async function main() {
     const [, upAddr] = await procs.waitFor(up, /listening on (127\.0\.0\.1:\d+)/)
     const upstream = { url: `http://${upAddr}`, port: Number(upAddr.split(':')[1]), pid: up.pid, command: up.commandLine }
     const expect = await get(`${upstream.url}/`)
-    const ctx = { root, procs, tmp, upstream, proxyCpus: PROXY_CPUS, loadCpus: LOAD_CPUS, options, velithonReady }
+    const ctx = { root, procs, tmp, upstream, proxyCpus: PROXY_CPUS, loadCpus: LOAD_CPUS, options, velithonReady, h2load: findH2load() }
+    // What the selected rows need: certificates (made now, never committed) and the fixed
+    // upstream over HTTPS (a second one, same core, same answer).
+    const needs = new Set(selected.flatMap((t) => t.needs ?? []))
+    if (needs.has('certs') || needs.has('tls-upstream')) {
+      try {
+        ctx.certs = await makeCerts(join(tmp, 'certs'))
+      } catch (e) {
+        ctx.certsError = `${e.message.split('\n')[0]} (scripts/dev-certs.mjs needs the devDependencies @peculiar/x509 and reflect-metadata)`
+      }
+    }
+    let tlsUp
+    if (needs.has('tls-upstream') && ctx.certs) {
+      try {
+        tlsUp = procs.spawn('fixed-upstream --tls', upstreamBin, ['0', String(options.upstreamThreads), '--tls', ctx.certs.certFile, ctx.certs.keyFile], { cpus: LOAD_CPUS })
+        const [, addr] = await procs.waitFor(tlsUp, /listening on (127\.0\.0\.1:\d+)/)
+        const tlsUpstream = { url: `https://${addr}`, port: Number(addr.split(':')[1]), pid: tlsUp.pid, command: tlsUp.commandLine }
+        const probe = await get(`${tlsUpstream.url}/`, { ca: ctx.certs.ca })
+        if (probe.status !== 200 || probe.body !== expect.body) throw new Error(`GET ${tlsUpstream.url}/ answered ${probe.status} ${JSON.stringify(probe.body.slice(0, 200))}`)
+        ctx.tlsUpstream = tlsUpstream
+      } catch (e) {
+        ctx.tlsUpstreamError = e.message.split('\n')[0]
+        if (tlsUp && !tlsUp.exited) await procs.kill(tlsUp.pid)
+        tlsUp = undefined
+      }
+    }
+    const usesH2 = selected.some((t) => t.loadgen === 'h2load')
 
     // ---- header
     const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
@@ -340,15 +437,16 @@ async function main() {
     const versions = {
       node: process.version,
       loadgen: loadgen.tool === 'wrk' ? tryRun(loadgen.bin, ['--version'])?.split('\n')[0] : `autocannon (${loadgen.bin})`,
-      nginx: selected.some((t) => t.name === 'nginx') ? tryRun(which('nginx', ['/usr/sbin/nginx']) ?? 'nginx', ['-v']) : undefined,
+      nginx: selected.some((t) => t.name.startsWith('nginx')) ? tryRun(which('nginx', ['/usr/sbin/nginx']) ?? 'nginx', ['-v']) : undefined,
+      h2load: usesH2 && ctx.h2load ? tryRun(ctx.h2load.bin, ['--version'])?.split('\n')[0] : undefined,
     }
     const header = [
       `## velithon-gateway proxy benchmark — ${started.toISOString()}`,
       '',
       `command: \`${viaNpm ? `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}` : cmdline}\` (runs \`${cmdline}\`, cwd ${root})`,
-      `machine: ${hostname()}, ${cpus().length} × ${cpuModel}, Linux ${release()}, load average before ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${versions.node}; ${versions.loadgen}${versions.nginx ? `; ${versions.nginx}` : ''}`,
-      `layout: core ${LOAD_CPUS} = fixed upstream (${options.upstreamThreads} tokio thread${options.upstreamThreads > 1 ? 's' : ''}, pid ${up.pid}) + ${loadgen.tool} (1 thread) + this runner${pinned ? '' : ' (runner not pinned)'}; core ${PROXY_CPUS} = the proxy under test alone (taskset -c ${PROXY_CPUS})`,
-      `load: ${loadgen.tool}, ${options.connections} keep-alive connections, GET / (${Buffer.byteLength(expect.body)}-byte 200 body), ${options.warmupS} s warm-up + ${options.durationS} s measured per target, ${options.rounds} round${options.rounds > 1 ? 's (order rotated; median by req/s)' : ''}`,
+      `machine: ${hostname()}, ${cpus().length} × ${cpuModel}, Linux ${release()}, load average before ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${versions.node}; ${versions.loadgen}${versions.h2load ? `; ${versions.h2load}` : ''}${versions.nginx ? `; ${versions.nginx}` : ''}`,
+      `layout: core ${LOAD_CPUS} = fixed upstream (${options.upstreamThreads} tokio thread${options.upstreamThreads > 1 ? 's' : ''}, pid ${up.pid}${ctx.tlsUpstream ? `; and the same over HTTPS, pid ${ctx.tlsUpstream.pid}` : ''}) + ${loadgen.tool}${usesH2 && ctx.h2load ? ' / h2load' : ''} (1 thread) + this runner${pinned ? '' : ' (runner not pinned)'}; core ${PROXY_CPUS} = the proxy under test alone (taskset -c ${PROXY_CPUS})`,
+      `load: ${loadgen.tool}, ${options.connections} keep-alive connections, GET / (${Buffer.byteLength(expect.body)}-byte 200 body), ${options.warmupS} s warm-up + ${options.durationS} s measured per target, ${options.rounds} round${options.rounds > 1 ? 's (order rotated; median by req/s)' : ''}${usesH2 ? `; HTTP/2 rows: h2load -c ${options.h2Clients} -m ${options.h2Streams} (${options.h2Clients * options.h2Streams} concurrent streams), no percentiles (mean of its "time for request")` : ''}`,
       `addon: ${addonId ? `${addonId.file} (${addonId.profile} build, ${(addonId.size / 1e6).toFixed(1)} MB, ${addonId.mtime}, sha1 ${addonId.sha1.slice(0, 12)})` : 'none'}`,
       `CPU µs/req: utime+stime of the proxy process (all threads; nginx: master + worker) from /proc/<pid>/stat around the measured window, CLK_TCK ${CLK_TCK}; ratios are req/s ÷ the reference's req/s`,
     ]
@@ -368,9 +466,14 @@ async function main() {
           skipped.set(target.name, avail)
           continue
         }
+        const lg = target.loadgen === 'h2load' ? ctx.h2load : loadgen
+        if (!lg) {
+          skipped.set(target.name, `${target.loadgen} not installed`)
+          continue
+        }
         process.stderr.write(`bench: round ${round + 1}/${options.rounds}: ${target.name}…`)
         try {
-          const r = await measure(ctx, target, loadgen, expect.body)
+          const r = await measure(ctx, target, lg, expect.body)
           runs.get(target.name).push(r)
           process.stderr.write(` ${fmtInt(r.rps)} req/s${r.cpu.usPerRequest !== undefined ? `, ${fmtCpu(r.cpu.usPerRequest)} CPU µs/req` : ''}\n`)
         } catch (e) {
@@ -383,6 +486,9 @@ async function main() {
     const addonAfter = addonIdentity()
     if (addonId && addonAfter?.sha1 !== addonId.sha1) warnings.push(`${addonId.file} changed during the run (someone rebuilt it): the velithon rows may mix builds`)
     if (up.exited) warnings.push(`the fixed upstream exited during the run (code ${up.code})`)
+    if (tlsUp?.exited) warnings.push(`the fixed upstream over HTTPS exited during the run (code ${tlsUp.code})`)
+    if (ctx.certsError) warnings.push(`no certificates for the TLS rows: ${ctx.certsError}`)
+    if (ctx.tlsUpstreamError) warnings.push(`the fixed upstream over HTTPS did not start: ${ctx.tlsUpstreamError}`)
 
     // ---- summary
     const summary = new Map()
@@ -397,7 +503,7 @@ async function main() {
     for (const t of selected) {
       const s = summary.get(t.name)
       if (!s) {
-        rows.push([t.name, '—', '—', '—', '—', '—', '—', '—', '—'].map((c, i) => (i === 1 ? `skipped: ${skipped.get(t.name) ?? 'no result'}` : c)))
+        rows.push([t.name, '—', '—', '—', '—', '—', '—', '—', '—', '—'].map((c, i) => (i === 1 ? `skipped: ${skipped.get(t.name) ?? 'no result'}` : c)))
         continue
       }
       const e = s.errors
@@ -407,6 +513,7 @@ async function main() {
         fmtInt(s.rps),
         fmtUs(s.latencyUs.p50),
         fmtUs(s.latencyUs.p99),
+        fmtUs(s.latencyUs.mean),
         e.total ? `${e.total} (${parts.join(', ')})` : '0',
         fmtCpu(s.cpu.usPerRequest),
         fmtRatio(s.rps, ref('direct')),
@@ -414,8 +521,30 @@ async function main() {
         fmtRatio(s.rps, ref('nginx')),
       ])
     }
-    console.log(table(['target', 'req/s', 'p50', 'p99', 'errors', 'CPU µs/req', 'vs direct', 'vs http-proxy', 'vs nginx'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
+    console.log(table(['target', 'req/s', 'p50', 'p99', 'mean', 'errors', 'CPU µs/req', 'vs direct', 'vs http-proxy', 'vs nginx'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
     console.log('')
+    // Pairs a row names in `compare` (e.g. velithon-https vs velithon), when both ran.
+    const pairs = []
+    for (const t of selected) {
+      const a = summary.get(t.name)
+      for (const other of t.compare ?? []) {
+        const b = summary.get(other)
+        if (!a || !b) continue
+        const cpuA = a.cpu.usPerRequest
+        const cpuB = b.cpu.usPerRequest
+        pairs.push([
+          t.name,
+          other,
+          fmtRatio(a.rps, b.rps),
+          cpuA !== undefined && cpuB ? `${(cpuA / cpuB).toFixed(2)}×` : '—',
+          cpuA !== undefined && cpuB !== undefined ? `${cpuA - cpuB >= 0 ? '+' : ''}${(cpuA - cpuB).toFixed(1)}` : '—',
+        ])
+      }
+    }
+    if (pairs.length) {
+      console.log(table(['target', 'compared with', 'req/s ratio', 'CPU/req ratio', 'CPU µs/req difference'], pairs, ['l', 'l', 'r', 'r', 'r']))
+      console.log('')
+    }
     const details = []
     for (const t of selected) {
       const s = summary.get(t.name)
@@ -436,6 +565,14 @@ async function main() {
     }
     if (details.length) console.log(table(['target', 'proxy cores used', 'CPU/req vs nginx', 'upstream CPU µs/req', `core ${PROXY_CPUS} busy`, 'irq+softirq', 'not the proxy', 'requests', 'p90', 'max'], details, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
     if (loadgen.statusNote) console.log(`\nerrors: ${loadgen.statusNote}; socket errors and timeouts are counted too.`)
+    if (selected.some((t) => t.loadgen === 'h2load' && summary.get(t.name))) {
+      console.log(`errors (HTTP/2 rows): ${ctx.h2load.statusNote}. h2load prints no percentiles: p50/p99 are "—"; mean is its "time for request" mean (also in the JSON: min, max, sd).`)
+    }
+    const tlsNotes = selected
+      .map((t) => [t.name, summary.get(t.name)?.preflight])
+      .filter(([, p]) => p?.tls)
+      .map(([n, p]) => `${n} ${p.tls.version} ${p.tls.cipher}${p.protocol ? ` (${p.protocol})` : ''}`)
+    if (tlsNotes.length) console.log(`TLS (negotiated by the preflight client): ${tlsNotes.join('; ')}`)
     for (const t of selected) if (t.describe) console.log(`- ${t.name}: ${t.describe}`)
     for (const [name, list] of runs) {
       for (const r of list) {
@@ -453,12 +590,13 @@ async function main() {
       viaNpm,
       cwd: root,
       machine: { hostname: hostname(), cpus: cpus().length, cpuModel, kernel: release(), loadavgBefore: loadavg(), clkTck: CLK_TCK },
-      layout: { loadCpus: LOAD_CPUS, proxyCpus: PROXY_CPUS, upstream: upstream.command, runnerPinned: pinned },
+      layout: { loadCpus: LOAD_CPUS, proxyCpus: PROXY_CPUS, upstream: upstream.command, tlsUpstream: ctx.tlsUpstream?.command, runnerPinned: pinned },
       versions,
       addon: addonId,
       options,
       loadgen: loadgen.tool,
-      targets: selected.map((t) => ({ name: t.name, describe: t.describe, path: t.path, skipped: skipped.get(t.name), summary: summary.get(t.name), runs: runs.get(t.name) })),
+      h2load: usesH2 ? ctx.h2load?.bin ?? 'not installed' : undefined,
+      targets: selected.map((t) => ({ name: t.name, describe: t.describe, path: t.path, loadgen: t.loadgen ?? loadgen.tool, skipped: skipped.get(t.name), summary: summary.get(t.name), runs: runs.get(t.name) })),
       warnings,
     }
     mkdirSync(dirname(options.out), { recursive: true })

@@ -1,7 +1,8 @@
 // Shared by the Velithon bench targets: listen on a free loopback port, print
 // `listening on <url>` (the runner waits for it), and close gracefully on SIGTERM/SIGINT.
-export async function serveUntilKilled(app) {
-  const { url } = await app.listen({ host: '127.0.0.1', port: 0 })
+// `listen`: more listen options (e.g. `tls: { cert, key }`).
+export async function serveUntilKilled(app, listen = {}) {
+  const { url } = await app.listen({ host: '127.0.0.1', port: 0, ...listen })
   console.log(`listening on ${url}`)
   let closing = false
   const stop = () => {

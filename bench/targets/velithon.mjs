@@ -1,6 +1,10 @@
 // Benchmark target: Velithon with one pure-proxy route (no JavaScript per request).
 //   node bench/targets/velithon.mjs <upstream-url> [workerThreads] [strategy | transforms | header-function |
-//     metrics-off | minimal | rate-memory | rate-redis | collector]
+//     metrics-off | minimal | rate-memory | rate-redis | collector | https <cert.pem> <key.pem> |
+//     https-upstream <ca.pem>]
+// `https`: the plain route, the app listening with TLS (`listen({ tls: { cert, key } })`;
+// ALPN h2 and http/1.1). `https-upstream`: the plain route to an `https://` upstream whose
+// certificate `ca.pem` signed (`Gateway({ tls: { ca } })`).
 // `transforms`: the plain route plus static header rules (add two, remove one, modify
 // one) and a path rule (strip + add a prefix), all applied in Rust. `header-function`:
 // the plain route plus one header whose value a JS function computes per request.
@@ -29,6 +33,7 @@ import {
   RateLimitMiddleware,
 } from '../../dist/esm/index.js'
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { serveUntilKilled } from './serve.mjs'
 
@@ -55,7 +60,17 @@ if (strategyName === 'transforms') {
   let n = 0
   transformers = [new HeaderTransformer({ addHeaders: { 'X-Seq': () => String(++n) } })]
 }
-const MODES = ['transforms', 'header-function', 'metrics-off', 'minimal', 'rate-memory', 'rate-redis', 'collector']
+const MODES = ['transforms', 'header-function', 'metrics-off', 'minimal', 'rate-memory', 'rate-redis', 'collector', 'https', 'https-upstream']
+const pemArg = (i) => {
+  if (!process.argv[i]) {
+    console.error(`${strategyName}: missing the PEM file argument(s)`)
+    process.exit(2)
+  }
+  return readFileSync(process.argv[i], 'utf8')
+}
+// https: TLS on the listener; https-upstream: the CA that signed the upstream's certificate.
+const listenTls = strategyName === 'https' ? { tls: { cert: pemArg(5), key: pemArg(6) } } : {}
+const upstreamTls = strategyName === 'https-upstream' ? { tls: { ca: pemArg(5) } } : {}
 if (!strategyName || MODES.includes(strategyName)) {
   lb = new LoadBalancer({ upstreamServers: [upstream] })
 } else {
@@ -78,6 +93,7 @@ if (!strategyName || MODES.includes(strategyName)) {
 const gw = new Gateway({
   loadBalancer: lb,
   transformers,
+  ...upstreamTls,
   ...(strategyName === 'metrics-off' && { metrics: false }),
   // Every default per-request feature off: no request id, no identity-header stripping, no metrics.
   ...(strategyName === 'minimal' && { metrics: false, requestId: false, stripIncomingHeaders: false }),
@@ -95,7 +111,7 @@ if (strategyName === 'collector') {
 }
 const app = new Velithon({ workerThreads, middleware })
 app.includeRouter(gw.getRouter())
-await serveUntilKilled(app)
+await serveUntilKilled(app, listenTls)
 
 /** Starts redis-server on a free port (stopped when this process exits). */
 async function startRedis() {
