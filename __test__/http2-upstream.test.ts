@@ -147,6 +147,20 @@ describe('HTTP/2 to upstreams', () => {
     expect(up.streamsPerSession()).toEqual([100])
   })
 
+  it('maxConnectionsPerHost does not cap streams on an http2: true upstream (one connection)', async () => {
+    const up = await h2Upstream(false, echo(300))
+    const base = await through(up.url, { http2: true, maxConnectionsPerHost: 1, connectionPoolTimeout: '100ms' })
+    const statuses = await Promise.all(
+      Array.from({ length: 3 }, async (_, i) => {
+        const res = await fetch(`${base}/slow/${i}`)
+        await res.arrayBuffer()
+        return res.status
+      }),
+    )
+    expect(statuses).toEqual([200, 200, 200])
+    expect(up.sessions()).toBe(1)
+  })
+
   it('100 concurrent requests share one upstream HTTP/2 session (TLS, http2: true)', async () => {
     const up = await h2Upstream(true, echo(50))
     const base = await through(up.url, { tls: { ca: ca.cert }, http2: true })

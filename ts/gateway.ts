@@ -53,8 +53,8 @@ export interface GatewayOptions {
   connectionPoolSize?: number
   /**
    * Concurrent connections per upstream server (requests in flight); unlimited by default
-   * (as undici). For HTTP/2 upstreams, whose requests share a connection, it bounds
-   * concurrent streams.
+   * (as undici). Not applied to `http2: true` upstreams, whose requests share one
+   * multiplexed connection.
    */
   maxConnectionsPerHost?: number
   /**

@@ -199,8 +199,13 @@ pub async fn send_upstream(
     let upstream_req = Request::from_parts(parts, body);
 
     // Waiting for a connection slot has its own bound (connectionPoolTimeout, 503); the
-    // route timeout counts from there.
-    let slot = client.acquire(upstream.authority().as_str()).await?;
+    // route timeout counts from there. An `http2: true` upstream takes none: its requests
+    // share one multiplexed connection (an upgrade still opens a connection of its own).
+    let multiplexed = upgrade.is_none() && options.transport.is_some_and(|t| t.http2());
+    let slot = match multiplexed {
+        true => None,
+        false => client.acquire(upstream.authority().as_str()).await?,
+    };
     if let Some((offered, client_side)) = upgrade {
         let sent = client.send_upgrade(upstream_req, options.transport);
         let res = tokio::time::timeout(options.timeout, sent)
