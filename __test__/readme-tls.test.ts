@@ -52,7 +52,13 @@ it('README: listen with tls, HTTP/2 clients, reloadTls on SIGHUP', async () => {
   const { url } = await app.listen({ port: 0, host: '127.0.0.1', tls: pem() })
   expect(url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
 
-  const onHup = () => app.reloadTls(pem())
+  const onHup = () => {
+    try {
+      app.reloadTls(pem())
+    } catch (err) {
+      console.error('certificate not reloaded:', err)
+    }
+  }
   process.on('SIGHUP', onHup)
   defer(() => process.off('SIGHUP', onHup))
   // --- end of the README's code ---

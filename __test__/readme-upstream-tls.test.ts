@@ -74,8 +74,9 @@ it('README: a private CA, mutual TLS and servername; gRPC over h2c with trailers
   })
   const gateway = new Gateway({ loadBalancer: orders })
   gateway.route('/orders/{path:path}') // HTTPS; HTTP/2 or HTTP/1.1 as ALPN decides
-  // gRPC to a plaintext HTTP/2 (h2c) service: te: trailers goes up, trailers come back.
-  gateway.route('/grpc/{path:path}', { upstream: grpcUrl, http2: true, stripPath: true })
+  // gRPC to a plaintext HTTP/2 (h2c) service: gRPC clients call /package.Service/Method;
+  // te: trailers goes up, the grpc-status trailers come back.
+  gateway.route('/orders.Orders/{method}', { upstream: grpcUrl, http2: true })
 
   const app = new Velithon()
   app.includeRouter(gateway.getRouter())
@@ -95,7 +96,7 @@ it('README: a private CA, mutual TLS and servername; gRPC over h2c with trailers
 
   const h2 = http2.connect(url)
   opened.push(() => h2.close())
-  const req = h2.request({ ':method': 'POST', ':path': '/grpc/orders.Orders/Get', 'content-type': 'application/grpc', te: 'trailers' })
+  const req = h2.request({ ':method': 'POST', ':path': '/orders.Orders/Get', 'content-type': 'application/grpc', te: 'trailers' })
   req.end(Buffer.from([0, 0, 0, 0, 0]))
   const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
     let got: http2.IncomingHttpHeaders = {}

@@ -165,7 +165,9 @@ fn with_port(authority: &Authority) -> String {
     }
 }
 
-/// A TCP connection to `authority` (`host:port`) within `timeout`, Nagle off.
+/// A TCP connection to `authority` (`host:port`) within `timeout`, Nagle off, TCP
+/// keepalive on (as the hyper connector's: a dead peer of an idle pooled connection or a
+/// quiet tunnel is found).
 pub(super) async fn connect_tcp(
     authority: &str,
     timeout: Duration,
@@ -188,6 +190,8 @@ pub(super) async fn connect_tcp(
         }
     };
     let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(super::connector::TCP_KEEPALIVE);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     Ok(stream)
 }
 
@@ -285,5 +289,20 @@ impl Drop for PooledBody {
         if let (Some(link), Some((pool, authority))) = (self.link.take(), self.pool.take()) {
             pool.checkin(authority, link);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_have_tcp_keepalive_and_no_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stream = connect_tcp(&addr, Duration::from_secs(2)).await.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert!(socket.tcp_nodelay().unwrap());
     }
 }

@@ -30,7 +30,9 @@ impl UpstreamClient {
     ) -> Result<Response<Incoming>, GatewayError> {
         let uri = req.uri().clone();
         let authority = authority_with_port(&uri)?;
+        // One bound for the TCP connect and the TLS handshake together.
         let connect_timeout = self.settings.connect_timeout;
+        let deadline = tokio::time::Instant::now() + connect_timeout;
         let tcp = connect_tcp(&authority, connect_timeout).await?;
         let mut req = req;
         *req.uri_mut() = origin_form(&uri);
@@ -43,7 +45,7 @@ impl UpstreamClient {
             None => default_http1_tls(host)?,
         };
         let handshake = TlsConnector::from(config).connect(name, tcp);
-        let tls = match tokio::time::timeout(connect_timeout, handshake).await {
+        let tls = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 return Err(tls_failure(&e).unwrap_or_else(|| {

@@ -85,6 +85,15 @@ fn certificate_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Gateway
 }
 
 fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, GatewayError> {
+    if pem
+        .windows(b"ENCRYPTED PRIVATE KEY".len())
+        .any(|w| w == b"ENCRYPTED PRIVATE KEY")
+    {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidConfig,
+            "tls.key is encrypted (a passphrase-protected PEM); give the key unencrypted",
+        ));
+    }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => GatewayError::new(
             ErrorCode::InvalidConfig,
@@ -108,16 +117,12 @@ fn key_error(e: rustls::Error) -> GatewayError {
     }
 }
 
-fn invalid(
-    option: &str,
-    what: &str,
-    cause: impl std::error::Error + Send + Sync + 'static,
-) -> GatewayError {
+fn invalid(option: &str, what: &str, cause: impl std::fmt::Display) -> GatewayError {
+    // The cause is in the message once (a `with_cause` would print it a second time).
     GatewayError::new(
         ErrorCode::InvalidConfig,
         format!("{option} {what}: {cause}"),
     )
-    .with_cause(cause)
 }
 
 #[cfg(test)]
@@ -134,6 +139,24 @@ mod tests {
         let err = result.expect_err("should fail");
         assert_eq!(err.code(), ErrorCode::InvalidConfig);
         err.message().to_string()
+    }
+
+    #[test]
+    fn an_encrypted_key_is_named_as_such() {
+        let (cert, _) = self_signed("localhost");
+        let key =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let msg = message(ListenerTls::from_pem(cert.as_bytes(), key.as_bytes()));
+        assert!(msg.contains("tls.key is encrypted"), "{msg}");
+    }
+
+    #[test]
+    fn a_mismatched_key_names_its_cause_once() {
+        let (cert, _) = self_signed("localhost");
+        let (_, other_key) = self_signed("localhost");
+        let err = ListenerTls::from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
+        let shown = err.to_string();
+        assert_eq!(shown.matches("KeyMismatch").count(), 1, "{shown}");
     }
 
     #[test]
