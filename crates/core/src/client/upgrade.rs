@@ -2,13 +2,12 @@
 //! upstream switches protocols the connection belongs to the tunnel, so it can never
 //! come from, or go back to, the pool.
 
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-
-use http::uri::Scheme;
 use tokio_rustls::TlsConnector;
 
 use super::h1_pool::{connect_tcp, protocol_error};
