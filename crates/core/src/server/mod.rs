@@ -7,6 +7,7 @@
 mod dispatch;
 mod first_read;
 mod handler;
+mod idle;
 mod middleware;
 mod panic_guard;
 mod tls;
@@ -19,7 +20,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,7 @@ pub use tls::ListenerTls;
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{ConnInfo, TrustedProxies};
 use first_read::FirstReadDeadline;
+use idle::Streams;
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -119,6 +120,25 @@ impl Drop for RunningServer {
     }
 }
 
+/// Serves one connection until it ends, the listener is forced closed, or it is told to
+/// finish gracefully: when shutdown starts (`draining`) or, for HTTP/2, when it has been
+/// idle for `idle` (then it answers what is in flight and closes).
+macro_rules! drive {
+    ($conn:expr, $draining:expr, $force_close:expr, $streams:expr, $idle:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = $force_close.cancelled() => return,
+            _ = $draining.cancelled() => conn.as_mut().graceful_shutdown(),
+            _ = $streams.idle_for($idle) => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = conn => {}
+            _ = $force_close.cancelled() => {}
+        }
+    }};
+}
+
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
@@ -138,7 +158,9 @@ async fn accept_loop(
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Cancelled when shutdown starts: every connection finishes what is in flight and
+    // closes (HTTP/1: after the response; HTTP/2: GOAWAY).
+    let draining = CancellationToken::new();
     let force_close = CancellationToken::new();
     let connections = TaskTracker::new();
     let trusted = Arc::new(settings.trusted_proxies);
@@ -169,10 +191,14 @@ async fn accept_loop(
         ));
         let app = app.clone();
         let tunnels = tunnels.clone();
-        let service = service_fn(move |req| {
+        let streams = Streams::new(false);
+        let service_streams = streams.clone();
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let app = app.clone();
             let conn_info = conn_info.clone();
             let tunnels = tunnels.clone();
+            // HTTP/2 streams are counted, so an idle connection can be closed.
+            let stream = (req.version() == http::Version::HTTP_2).then(|| service_streams.begin());
             async move {
                 let answer =
                     panic_guard::PanicGuard::new(
@@ -180,12 +206,23 @@ async fn accept_loop(
                     );
                 let mut res = answer.await;
                 tunnels.start_if_switching(&mut res);
+                if let Some(stream) = stream {
+                    res = res.map(|body| {
+                        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(
+                            body,
+                            move |frame| {
+                                let _open = &stream;
+                                frame
+                            },
+                        ))
+                    });
+                }
                 Ok::<_, Infallible>(res)
             }
         });
         let builder = builder.clone();
         let force_close = force_close.clone();
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
         let first_byte_timeout = settings.request_header_timeout;
         if let Some(tls) = &settings.tls {
             let acceptor = tls.acceptor();
@@ -200,13 +237,12 @@ async fn accept_loop(
                     },
                     _ = force_close.cancelled() => return,
                 };
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    streams.mark_h2();
+                }
                 let io = TokioIo::new(FirstReadDeadline::new(stream, deadline));
                 let conn = builder.serve_connection_with_upgrades(io, service);
-                let conn = watcher.watch(conn);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = force_close.cancelled() => {}
-                }
+                drive!(conn, draining, force_close, streams, first_byte_timeout);
             });
             continue;
         }
@@ -224,21 +260,12 @@ async fn accept_loop(
                 _ => return,
             }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = watcher.watch(conn);
-            tokio::select! {
-                _ = conn => {}
-                _ = force_close.cancelled() => {}
-            }
+            drive!(conn, draining, force_close, streams, first_byte_timeout);
         });
     };
     drop(listener);
+    draining.cancel();
     let deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        force_close.cancel();
-    }
     // Resolve only once every connection task has dropped its socket. Tunnels (upgraded
     // connections) are tracked too: they get what is left of the grace, then are cut.
     connections.close();
