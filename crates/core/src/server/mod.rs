@@ -120,23 +120,41 @@ impl Drop for RunningServer {
     }
 }
 
-/// Serves one connection until it ends, the listener is forced closed, or it is told to
-/// finish gracefully: when shutdown starts (`draining`) or, for HTTP/2, when it has been
-/// idle for `idle` (then it answers what is in flight and closes).
+/// Serves one connection until it ends, the listener is forced closed, or `graceful` is
+/// cancelled (shutdown started, or the connection went idle as HTTP/2): then it answers
+/// what is in flight and closes. Three branches only: this runs on every wake-up of the
+/// connection's task.
 macro_rules! drive {
-    ($conn:expr, $draining:expr, $force_close:expr, $streams:expr, $idle:expr) => {{
+    ($conn:expr, $graceful:expr, $force_close:expr) => {{
         let mut conn = std::pin::pin!($conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = $force_close.cancelled() => return,
-            _ = $draining.cancelled() => conn.as_mut().graceful_shutdown(),
-            _ = $streams.idle_for($idle) => conn.as_mut().graceful_shutdown(),
+        let ended = tokio::select! {
+            _ = conn.as_mut() => true,
+            _ = $force_close.cancelled() => true,
+            _ = $graceful.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                false
+            }
+        };
+        if !ended {
+            tokio::select! {
+                _ = conn => {}
+                _ = $force_close.cancelled() => {}
+            }
         }
-        tokio::select! {
-            _ = conn => {}
-            _ = $force_close.cancelled() => {}
-        }
+        // Ends the idle watcher, if any.
+        $graceful.cancel();
     }};
+}
+
+/// For a connection that is or may be HTTP/2: a task that asks it to close gracefully
+/// once no stream has been open for `idle` (ends with the connection).
+fn watch_idle(streams: Arc<Streams>, graceful: CancellationToken, idle: Duration) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = streams.idle_for(idle) => graceful.cancel(),
+            _ = graceful.cancelled() => {}
+        }
+    });
 }
 
 async fn accept_loop(
@@ -222,7 +240,8 @@ async fn accept_loop(
         });
         let builder = builder.clone();
         let force_close = force_close.clone();
-        let draining = draining.clone();
+        // Cancelled by shutdown (a child of `draining`) or by the idle watcher.
+        let graceful = draining.child_token();
         let first_byte_timeout = settings.request_header_timeout;
         if let Some(tls) = &settings.tls {
             let acceptor = tls.acceptor();
@@ -239,10 +258,11 @@ async fn accept_loop(
                 };
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                     streams.mark_h2();
+                    watch_idle(streams, graceful.clone(), first_byte_timeout);
                 }
                 let io = TokioIo::new(FirstReadDeadline::new(stream, deadline));
                 let conn = builder.serve_connection_with_upgrades(io, service);
-                drive!(conn, draining, force_close, streams, first_byte_timeout);
+                drive!(conn, graceful, force_close);
             });
             continue;
         }
@@ -259,8 +279,13 @@ async fn accept_loop(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+            // The HTTP/2 preface starts with `P` (so do POST, PUT and PATCH: their
+            // watcher never finds an HTTP/2 stream, so it never acts).
+            if first[0] == b'P' {
+                watch_idle(streams, graceful.clone(), first_byte_timeout);
+            }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            drive!(conn, draining, force_close, streams, first_byte_timeout);
+            drive!(conn, graceful, force_close);
         });
     };
     drop(listener);
