@@ -9,6 +9,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod health;
+mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

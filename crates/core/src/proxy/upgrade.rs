@@ -6,27 +6,24 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use tokio::time::Instant;
-
-use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
 use super::headers::remove_hop_by_hop;
 use crate::body::{boxed, empty, ProxyBody};
 use crate::client::ConnectionSlot;
 use crate::error::{ErrorCode, GatewayError};
+use crate::idle::LastActivity;
 
 /// The protocols a client asks to switch to, when it asks in a way the gateway passes
 /// on: HTTP/1.1, an `Upgrade` header, and `upgrade` among the `Connection` tokens
@@ -184,12 +181,12 @@ impl Tunnel {
             // finished switching: nothing to join.
             _ => return,
         };
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(LastActivity::new());
         let mut client = Active::new(client, activity.clone());
         let mut upstream = Active::new(upstream, activity.clone());
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-            _ = activity.idle_for(self.idle_timeout) => {}
+            _ = idle(&activity, self.idle_timeout) => {}
             _ = stop.cancelled() => {}
         }
         drop(self.hold);
@@ -197,52 +194,22 @@ impl Tunnel {
     }
 }
 
-/// When bytes last moved through a tunnel (either way), in nanoseconds since it opened.
-struct Activity {
-    opened: Instant,
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            last: AtomicU64::new(0),
-        }
+/// Resolves once nothing has been read on either side for `timeout` (never for 0).
+async fn idle(activity: &LastActivity, timeout: Duration) {
+    if timeout.is_zero() {
+        return std::future::pending().await;
     }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn touch(&self) {
-        self.last.store(self.now(), Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing has been read on either side for `timeout` (never for 0).
-    async fn idle_for(&self, timeout: Duration) {
-        if timeout.is_zero() {
-            return std::future::pending().await;
-        }
-        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        loop {
-            let since = self.now().saturating_sub(self.last.load(Ordering::Relaxed));
-            if since >= timeout_ns {
-                return;
-            }
-            tokio::time::sleep(Duration::from_nanos(timeout_ns - since)).await;
-        }
-    }
+    activity.quiet_for(timeout, || true).await
 }
 
 /// An upgraded connection that notes when it last delivered bytes.
 struct Active {
     io: TokioIo<Upgraded>,
-    activity: Arc<Activity>,
+    activity: Arc<LastActivity>,
 }
 
 impl Active {
-    fn new(io: Upgraded, activity: Arc<Activity>) -> Self {
+    fn new(io: Upgraded, activity: Arc<LastActivity>) -> Self {
         Self {
             io: TokioIo::new(io),
             activity,
@@ -372,16 +339,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_waits_until_nothing_moved_for_the_timeout() {
-        let activity = Activity::new();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        activity.touch();
-        let touched = Instant::now();
-        activity.idle_for(Duration::from_secs(5)).await;
-        // Five seconds after the last activity, not after the tunnel opened.
-        assert_eq!(touched.elapsed(), Duration::from_secs(5));
     }
 }

@@ -4,17 +4,16 @@
 //! connection whose streams have all ended and that started none for the idle timeout
 //! is closed gracefully (GOAWAY), as NGINX's `keepalive_timeout` does for HTTP/2.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::idle::LastActivity;
 
-/// The HTTP/2 streams of one connection: how many are open and when the last ended.
+/// The HTTP/2 streams of one connection: how many are open and when one last began or
+/// ended.
 pub(super) struct Streams {
-    opened: Instant,
-    /// Nanoseconds after `opened` when a stream last began or ended.
-    last: AtomicU64,
+    last: LastActivity,
     active: AtomicUsize,
     /// HTTP/2 for sure (ALPN said so, or a stream was seen); an HTTP/1 connection is
     /// left to hyper's own timeouts.
@@ -24,15 +23,10 @@ pub(super) struct Streams {
 impl Streams {
     pub(super) fn new(h2: bool) -> Arc<Self> {
         Arc::new(Self {
-            opened: Instant::now(),
-            last: AtomicU64::new(0),
+            last: LastActivity::new(),
             active: AtomicUsize::new(0),
             h2: AtomicBool::new(h2),
         })
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The connection is HTTP/2 (ALPN chose `h2`).
@@ -45,27 +39,15 @@ impl Streams {
     pub(super) fn begin(self: &Arc<Self>) -> StreamGuard {
         self.h2.store(true, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.last.store(self.now(), Ordering::Relaxed);
+        self.last.touch();
         StreamGuard(self.clone())
     }
 
     /// Resolves once the connection is HTTP/2 with no open stream and none began or
     /// ended for `timeout`.
     pub(super) async fn idle_for(&self, timeout: Duration) {
-        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        loop {
-            let since = self.now().saturating_sub(self.last.load(Ordering::Relaxed));
-            let quiet = self.h2.load(Ordering::Relaxed) && self.active.load(Ordering::Relaxed) == 0;
-            if quiet && since >= timeout_ns {
-                return;
-            }
-            let wait = if quiet {
-                timeout_ns - since
-            } else {
-                timeout_ns
-            };
-            tokio::time::sleep(Duration::from_nanos(wait.max(1_000_000))).await;
-        }
+        let quiet = || self.h2.load(Ordering::Relaxed) && self.active.load(Ordering::Relaxed) == 0;
+        self.last.quiet_for(timeout, quiet).await
     }
 }
 
@@ -75,7 +57,7 @@ pub(super) struct StreamGuard(Arc<Streams>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let streams = &self.0;
-        streams.last.store(streams.now(), Ordering::Relaxed);
+        streams.last.touch();
         streams.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -83,6 +65,7 @@ impl Drop for StreamGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn idle_after_the_last_stream_ends_not_while_one_is_open() {

@@ -182,9 +182,13 @@ async fn accept_loop(
     let force_close = CancellationToken::new();
     let connections = TaskTracker::new();
     let trusted = Arc::new(settings.trusted_proxies);
-    let tunnels = Arc::new(Tunnels {
-        tracker: connections.clone(),
-        stop: force_close.clone(),
+    // What every request of this listener uses, behind one `Arc` (one clone per request).
+    let serving = Arc::new(Serving {
+        app,
+        tunnels: Tunnels {
+            tracker: connections.clone(),
+            stop: force_close.clone(),
+        },
     });
 
     let grace = loop {
@@ -207,23 +211,18 @@ async fn accept_loop(
             settings.tls.is_some(),
             trusted.contains(peer.ip()),
         ));
-        let app = app.clone();
-        let tunnels = tunnels.clone();
+        let serving = serving.clone();
         let streams = Streams::new(false);
         let service_streams = streams.clone();
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let app = app.clone();
+            let serving = serving.clone();
             let conn_info = conn_info.clone();
-            let tunnels = tunnels.clone();
             // HTTP/2 streams are counted, so an idle connection can be closed.
             let stream = (req.version() == http::Version::HTTP_2).then(|| service_streams.begin());
             async move {
-                let answer =
-                    panic_guard::PanicGuard::new(
-                        async move { app.dispatch(req, &conn_info).await },
-                    );
+                let answer = panic_guard::PanicGuard::new(serving.app.dispatch(req, &conn_info));
                 let mut res = answer.await;
-                tunnels.start_if_switching(&mut res);
+                serving.tunnels.start_if_switching(&mut res);
                 if let Some(stream) = stream {
                     res = res.map(|body| {
                         http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(
@@ -301,6 +300,11 @@ async fn accept_loop(
         force_close.cancel();
         connections.wait().await;
     }
+}
+
+struct Serving {
+    app: Arc<App>,
+    tunnels: Tunnels,
 }
 
 /// Where a listener's tunnels run: tracked with its connections, cut by its forced close.
