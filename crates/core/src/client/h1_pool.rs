@@ -159,10 +159,22 @@ impl H1Pool {
 
 /// `host:port`, port 80 when the authority names none (plain HTTP).
 fn with_port(authority: &Authority) -> String {
+    host_port(authority, 80)
+}
+
+/// `host:port`, with `default_port` when the authority names none.
+pub(super) fn host_port(authority: &Authority, default_port: u16) -> String {
     match authority.port_u16() {
         Some(_) => authority.as_str().to_string(),
-        None => format!("{}:80", authority.as_str()),
+        None => format!("{}:{default_port}", authority.as_str()),
     }
+}
+
+/// `/path?query`: what HTTP/1.1 puts on the request line.
+pub(super) fn origin_form(uri: &http::Uri) -> http::Uri {
+    uri.path_and_query()
+        .cloned()
+        .map_or_else(|| http::Uri::from_static("/"), http::Uri::from)
 }
 
 /// A TCP connection to `authority` (`host:port`) within `timeout`, Nagle off, TCP

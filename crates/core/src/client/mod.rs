@@ -176,12 +176,7 @@ impl UpstreamClient {
             };
             let mut req = req;
             // HTTP/1 on the wire: the origin form, `/path?query`.
-            let origin = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-            *req.uri_mut() = origin;
+            *req.uri_mut() = h1_pool::origin_form(req.uri());
             self.h1.send(authority, req).await?
         } else {
             self.alpn

@@ -3,14 +3,14 @@
 //! come from, or go back to, the pool.
 
 use http::uri::Scheme;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
-use super::h1_pool::{connect_tcp, protocol_error};
+use super::h1_pool::{connect_tcp, host_port, origin_form, protocol_error};
 use super::tls::default_http1_tls;
 use super::tls_error::tls_failure;
 use super::{UpstreamClient, UpstreamTransport};
@@ -28,14 +28,21 @@ impl UpstreamClient {
         transport: Option<&UpstreamTransport>,
     ) -> Result<Response<Incoming>, GatewayError> {
         let uri = req.uri().clone();
-        let authority = authority_with_port(&uri)?;
+        let Some(authority) = uri.authority() else {
+            return Err(GatewayError::new(
+                ErrorCode::Internal,
+                "upstream URI has no authority",
+            ));
+        };
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let authority = host_port(authority, if https { 443 } else { 80 });
         // One bound for the TCP connect and the TLS handshake together.
         let connect_timeout = self.settings.connect_timeout;
         let deadline = tokio::time::Instant::now() + connect_timeout;
         let tcp = connect_tcp(&authority, connect_timeout).await?;
         let mut req = req;
         *req.uri_mut() = origin_form(&uri);
-        if uri.scheme() != Some(&Scheme::HTTPS) {
+        if !https {
             return exchange(tcp, req).await;
         }
         let host = uri.host().unwrap_or_default();
@@ -81,23 +88,4 @@ where
         let _ = conn.with_upgrades().await;
     });
     sender.send_request(req).await.map_err(protocol_error)
-}
-
-fn authority_with_port(uri: &Uri) -> Result<String, GatewayError> {
-    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    match uri.authority() {
-        Some(a) if a.port().is_some() => Ok(a.as_str().to_string()),
-        Some(a) => Ok(format!("{}:{}", a.as_str(), if https { 443 } else { 80 })),
-        None => Err(GatewayError::new(
-            ErrorCode::Internal,
-            "upstream URI has no authority",
-        )),
-    }
-}
-
-/// `/path?query`: what HTTP/1.1 puts on the request line.
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .cloned()
-        .map_or_else(|| Uri::from_static("/"), Uri::from)
 }
