@@ -33,6 +33,24 @@ export function cpuTicks(pid) {
   }
 }
 
+/** utime and stime of a process, in clock ticks ({ user: NaN, sys: NaN } if it is gone). */
+export function cpuSplit(pid) {
+  try {
+    const f = statFields(pid)
+    return { user: Number(f[11]), sys: Number(f[12]) }
+  } catch {
+    return { user: NaN, sys: NaN }
+  }
+}
+
+/** Sum of cpuSplit over PIDs. */
+export function cpuSplitOf(pids) {
+  return pids.reduce((sum, pid) => {
+    const s = cpuSplit(pid)
+    return { user: sum.user + s.user, sys: sum.sys + s.sys }
+  }, { user: 0, sys: 0 })
+}
+
 /** Sum of cpuTicks over PIDs. */
 export function cpuTicksOf(pids) {
   return pids.reduce((sum, pid) => sum + cpuTicks(pid), 0)

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util'
 import http from 'node:http'
 import https from 'node:https'
 import http2 from 'node:http2'
-import { Procs, CLK_TCK, cpuTicksOf, which, coreTicks, cpuList } from './procs.mjs'
+import { Procs, CLK_TCK, cpuTicksOf, cpuSplitOf, which, coreTicks, cpuList } from './procs.mjs'
 import { findLoadGenerator, findH2load } from './load.mjs'
 import { pathToFileURL } from 'node:url'
 import { TARGETS as BUILTIN_TARGETS } from './targets.mjs'
@@ -163,10 +163,11 @@ function velithonReadiness(warnings, addonId) {
   return true
 }
 
-async function ensureUpstreamBinary(procs) {
+/** A release build of one of velithon-core's examples (`fixed-upstream`, `floor-proxy`). */
+async function ensureExampleBinary(procs, example) {
   const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target')
-  const bin = join(targetDir, 'release', 'examples', 'fixed-upstream')
-  const src = join(root, 'crates', 'core', 'examples', 'fixed_upstream.rs')
+  const bin = join(targetDir, 'release', 'examples', example)
+  const src = join(root, 'crates', 'core', 'examples', `${example.replace(/-/g, '_')}.rs`)
   // Rebuilt when its own source changed (e.g. the --tls mode), not for every crates/ edit.
   if (existsSync(bin) && (!existsSync(src) || statSync(bin).mtimeMs >= statSync(src).mtimeMs)) return bin
   const cargo = process.env.CARGO || 'cargo'
@@ -174,17 +175,17 @@ async function ensureUpstreamBinary(procs) {
     if (existsSync(bin)) return bin
     throw new Error(`${bin} is missing and cargo was not found to build it`)
   }
-  process.stderr.write(`bench: building the fixed upstream (cargo build --release --example fixed-upstream -p velithon-core)…\n`)
-  const rec = procs.spawn('cargo build', cargo, ['build', '--release', '--example', 'fixed-upstream', '-p', 'velithon-core'], { cwd: root })
+  process.stderr.write(`bench: building ${example} (cargo build --release --example ${example} -p velithon-core)…\n`)
+  const rec = procs.spawn('cargo build', cargo, ['build', '--release', '--example', example, '-p', 'velithon-core'], { cwd: root })
   rec.child.stderr.on('data', (d) => process.stderr.write(d))
   let timer
   const r = await Promise.race([rec.exit, new Promise((res) => (timer = setTimeout(() => res('timeout'), 30 * 60_000)))])
   clearTimeout(timer)
   if (r === 'timeout') {
     await procs.kill(rec.pid)
-    throw new Error('cargo build of the fixed upstream took more than 30 minutes; killed')
+    throw new Error(`cargo build of ${example} took more than 30 minutes; killed`)
   }
-  if (r.code !== 0 || !existsSync(bin)) throw new Error(`cargo build of the fixed upstream failed (code ${r.code})`)
+  if (r.code !== 0 || !existsSync(bin)) throw new Error(`cargo build of ${example} failed (code ${r.code})`)
   return bin
 }
 
@@ -325,9 +326,12 @@ async function measure(ctx, target, loadgen, expectBody) {
     const upBefore = cpuTicksOf([upstreamPid])
     const coreBefore = coreTicks(cpuList(PROXY_CPUS))
     const before = cpuTicksOf(pids)
+    const splitBefore = cpuSplitOf(pids)
     const t0 = process.hrtime.bigint()
     const r = await loadgen.run(procs, { ...run, durationS: options.durationS })
-    const after = cpuTicksOf(handle.cpuPids().filter((p) => pids.includes(p)))
+    const stillRunning = handle.cpuPids().filter((p) => pids.includes(p))
+    const after = cpuTicksOf(stillRunning)
+    const splitAfter = cpuSplitOf(stillRunning)
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9
     const coreAfter = coreTicks(cpuList(PROXY_CPUS))
     const coreDelta = Object.fromEntries(Object.keys(coreAfter).map((k) => [k, coreAfter[k] - coreBefore[k]]))
@@ -346,6 +350,9 @@ async function measure(ctx, target, loadgen, expectBody) {
         seconds: cpuS,
         usPerRequest: cpuS === undefined ? undefined : (cpuS * 1e6) / r.requests,
         coresUsed: cpuS === undefined ? undefined : cpuS / wallS,
+        // Share of that time spent in the kernel (stime; on loopback this includes the
+        // receiving side's TCP processing, run in the sender's context).
+        sysShare: cpuTicks ? (splitAfter.sys - splitBefore.sys) / cpuTicks : undefined,
         windowS: wallS,
       },
       upstreamCpu: { seconds: upCpuS, usPerRequest: (upCpuS * 1e6) / r.requests },
@@ -387,7 +394,7 @@ async function main() {
       return
     }
     if (options.loadgen && loadgen.tool !== options.loadgen) warnings.push(`${options.loadgen} not found; using ${loadgen.tool}`)
-    const upstreamBin = await ensureUpstreamBinary(procs)
+    const upstreamBin = await ensureExampleBinary(procs, 'fixed-upstream')
     watchdog = setTimeout(() => {
       console.error(`bench: took longer than its ${budgetS} s budget; stopping everything`)
       procs
@@ -402,7 +409,10 @@ async function main() {
     const [, upAddr] = await procs.waitFor(up, /listening on (127\.0\.0\.1:\d+)/)
     const upstream = { url: `http://${upAddr}`, port: Number(upAddr.split(':')[1]), pid: up.pid, command: up.commandLine }
     const expect = await get(`${upstream.url}/`)
-    const ctx = { root, procs, tmp, upstream, proxyCpus: PROXY_CPUS, loadCpus: LOAD_CPUS, options, velithonReady, h2load: findH2load() }
+    const ctx = {
+      root, procs, tmp, upstream, proxyCpus: PROXY_CPUS, loadCpus: LOAD_CPUS, options, velithonReady, h2load: findH2load(),
+      exampleBinary: (example) => ensureExampleBinary(procs, example),
+    }
     // What the selected rows need: certificates (made now, never committed) and the fixed
     // upstream over HTTPS (a second one, same core, same answer).
     const needs = new Set(selected.flatMap((t) => t.needs ?? []))
@@ -554,6 +564,7 @@ async function main() {
         t.name,
         s.cpu.coresUsed === undefined ? '—' : s.cpu.coresUsed.toFixed(2),
         ng && s.cpu.usPerRequest !== undefined ? `${(s.cpu.usPerRequest / ng).toFixed(2)}×` : '—',
+        s.cpu.sysShare === undefined ? '—' : `${fmtCpu(s.cpu.usPerRequest * (1 - s.cpu.sysShare))} / ${fmtCpu(s.cpu.usPerRequest * s.cpu.sysShare)}`,
         fmtCpu(s.upstreamCpu.usPerRequest),
         fmtPct(s.proxyCore.busy),
         fmtPct(s.proxyCore.softirq),
@@ -563,7 +574,7 @@ async function main() {
         fmtUs(s.latencyUs.max),
       ])
     }
-    if (details.length) console.log(table(['target', 'proxy cores used', 'CPU/req vs nginx', 'upstream CPU µs/req', `core ${PROXY_CPUS} busy`, 'irq+softirq', 'not the proxy', 'requests', 'p90', 'max'], details, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
+    if (details.length) console.log(table(['target', 'proxy cores used', 'CPU/req vs nginx', 'user / kernel µs/req', 'upstream CPU µs/req', `core ${PROXY_CPUS} busy`, 'irq+softirq', 'not the proxy', 'requests', 'p90', 'max'], details, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']))
     if (loadgen.statusNote) console.log(`\nerrors: ${loadgen.statusNote}; socket errors and timeouts are counted too.`)
     if (selected.some((t) => t.loadgen === 'h2load' && summary.get(t.name))) {
       console.log(`errors (HTTP/2 rows): ${ctx.h2load.statusNote}. h2load prints no percentiles: p50/p99 are "—"; mean is its "time for request" mean (also in the JSON: min, max, sd).`)

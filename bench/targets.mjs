@@ -283,6 +283,19 @@ export const TARGETS = [
     stop: stopPids,
   },
   {
+    name: 'tokio-floor',
+    describe: 'not a product: crates/core/examples/floor_proxy.rs, a bare tokio + httparse proxy (no hyper, no routing, one upstream connection per client connection, the same header rewriting): the least a tokio proxy costs per request here',
+    path: '/',
+    available: () => true,
+    async start(ctx) {
+      const bin = await ctx.exampleBinary('floor-proxy')
+      const rec = ctx.procs.spawn('tokio-floor', bin, [new URL(ctx.upstream.url).host], { cpus: ctx.proxyCpus, cwd: ctx.root })
+      const [, url] = await ctx.procs.waitFor(rec, LISTENING)
+      return { url, pid: rec.pid, cpuPids: () => [rec.pid], info: { pid: rec.pid, command: rec.commandLine } }
+    },
+    stop: stopPids,
+  },
+  {
     name: 'velithon-https',
     describe: 'the velithon row with a TLS listener (listen({ tls: { cert, key } }), ECDSA P-256, rustls); wrk over https (HTTP/1.1), plain HTTP/1.1 to the upstream',
     path: '/',

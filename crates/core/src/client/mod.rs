@@ -154,7 +154,8 @@ impl UpstreamClient {
         transport: Option<&UpstreamTransport>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         match transport {
-            Some(t) if t.handles(req.uri()) => Ok(hold_slot(slot, t.send(req).await?)),
+            // Boxed: the plain-HTTP future below stays small (see `send_with`).
+            Some(t) if t.handles(req.uri()) => Ok(hold_slot(slot, Box::pin(t.send(req)).await?)),
             _ => self.send_with(slot, req).await,
         }
     }
@@ -179,8 +180,10 @@ impl UpstreamClient {
             *req.uri_mut() = h1_pool::origin_form(req.uri());
             self.h1.send(authority, req).await?
         } else {
-            self.alpn
-                .send(&self.inner, req)
+            // Boxed: hyper-util's client future is large, and the plain-HTTP/1 path
+            // above, taken by most requests, would carry its size (futures are moved
+            // whole on every request).
+            Box::pin(self.alpn.send(&self.inner, req))
                 .await
                 .map_err(classify)?
                 .map(box_incoming)

@@ -88,6 +88,25 @@ async fn forward_attempts(
         let in_flight = lease.finish(outcome_of(balancer, &result));
         return Ok(with_in_flight(result?, in_flight));
     };
+    // Boxed: the retry loop's future is large, and the one-attempt path above (most
+    // routes) should not carry its size (futures are moved whole on every request).
+    Box::pin(forward_with_retries(
+        balancer, client, req, conn, options, policy, first,
+    ))
+    .await
+}
+
+/// The attempts of one request under a retry policy: the body kept (up to its bound) to
+/// send again, each attempt reported, the next one after a jittered backoff.
+async fn forward_with_retries(
+    balancer: &Arc<LoadBalancer>,
+    client: &UpstreamClient,
+    req: Request<ProxyBody>,
+    conn: &ConnInfo,
+    options: &ForwardOptions<'_>,
+    policy: &RetryPolicy,
+    first: FirstPick<'_>,
+) -> Result<Response<ProxyBody>, GatewayError> {
     if let Some(budget) = &policy.budget {
         budget.deposit(clock::now_nanos());
     }

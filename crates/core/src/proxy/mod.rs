@@ -207,7 +207,8 @@ pub async fn send_upstream(
         false => client.acquire(upstream.authority().as_str()).await?,
     };
     if let Some((offered, client_side)) = upgrade {
-        let sent = client.send_upgrade(upstream_req, options.transport);
+        // Boxed: rare, and the plain request's future should not carry its size.
+        let sent = Box::pin(client.send_upgrade(upstream_req, options.transport));
         let res = tokio::time::timeout(options.timeout, sent)
             .await
             .map_err(|_| no_answer_in(options.timeout))??;

@@ -200,9 +200,9 @@ impl RouteTransforms {
                     && !is_encoded(&parts.headers)
                     && stage.applies_to(&parts.headers) =>
             {
-                stage
-                    .run(body, &mut parts.headers, read_timeout, Side::Request)
-                    .await?
+                // Boxed, as every await off the common path: the request's future stays
+                // small (it is moved, whole, at each level on every request).
+                Box::pin(stage.run(body, &mut parts.headers, read_timeout, Side::Request)).await?
             }
             _ => body,
         };
@@ -247,9 +247,7 @@ impl RouteTransforms {
                 .starts_with("text/event-stream");
         let body = match &self.response_body {
             Some(stage) if !untouchable && stage.applies_to(&parts.headers) => {
-                stage
-                    .run(body, &mut parts.headers, read_timeout, Side::Response)
-                    .await?
+                Box::pin(stage.run(body, &mut parts.headers, read_timeout, Side::Response)).await?
             }
             _ => body,
         };

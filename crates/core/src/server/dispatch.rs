@@ -81,7 +81,11 @@ impl App {
             )
         });
         let client = client_ip(&req, conn);
-        let decision = mw.rate_limit(&req, client).await;
+        // Boxed when there is a limit: the future of every request stays small.
+        let decision = match &mw.rate_limit {
+            Some(_) => Box::pin(mw.rate_limit(&req, client)).await,
+            None => None,
+        };
         if decision.as_ref().is_none_or(|d| d.allowed) {
             // After the rate limit: /metrics is limited like any path.
             if let Some(res) = mw.metrics_endpoint(&req) {

@@ -12,7 +12,6 @@ mod middleware;
 mod panic_guard;
 mod tls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +35,7 @@ pub use tls::ListenerTls;
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::{ConnInfo, TrustedProxies};
 use first_read::FirstReadDeadline;
-use idle::Streams;
+use idle::{StreamGuard, Streams};
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -215,27 +214,11 @@ async fn accept_loop(
         let streams = Streams::new(false);
         let service_streams = streams.clone();
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let serving = serving.clone();
-            let conn_info = conn_info.clone();
             // HTTP/2 streams are counted, so an idle connection can be closed.
             let stream = (req.version() == http::Version::HTTP_2).then(|| service_streams.begin());
-            async move {
-                let answer = panic_guard::PanicGuard::new(serving.app.dispatch(req, &conn_info));
-                let mut res = answer.await;
-                serving.tunnels.start_if_switching(&mut res);
-                if let Some(stream) = stream {
-                    res = res.map(|body| {
-                        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(
-                            body,
-                            move |frame| {
-                                let _open = &stream;
-                                frame
-                            },
-                        ))
-                    });
-                }
-                Ok::<_, Infallible>(res)
-            }
+            // The guard is outermost: one future, not a guard beside what it guards
+            // (hyper moves it whole into the connection on every request).
+            panic_guard::PanicGuard::new(answer(serving.clone(), conn_info.clone(), req, stream))
         });
         let builder = builder.clone();
         let force_close = force_close.clone();
@@ -300,6 +283,30 @@ async fn accept_loop(
         force_close.cancel();
         connections.wait().await;
     }
+}
+
+/// One request's answer: dispatched through the app, its tunnel started if it switched
+/// protocols, an HTTP/2 stream counted open until its body ends.
+async fn answer(
+    serving: Arc<Serving>,
+    conn_info: Arc<ConnInfo>,
+    req: http::Request<hyper::body::Incoming>,
+    stream: Option<StreamGuard>,
+) -> http::Response<crate::body::ProxyBody> {
+    let mut res = serving.app.dispatch(req, &conn_info).await;
+    serving.tunnels.start_if_switching(&mut res);
+    if let Some(stream) = stream {
+        res = res.map(|body| {
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(
+                body,
+                move |frame| {
+                    let _open = &stream;
+                    frame
+                },
+            ))
+        });
+    }
+    res
 }
 
 struct Serving {

@@ -1,6 +1,7 @@
 //! A panic while answering one request must not take anything else down: it becomes a
 //! 500 with the usual JSON body, and the connection stays usable.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -24,20 +25,19 @@ impl<F> PanicGuard<F> {
     }
 }
 
+/// Never an error: hyper's service wants a `Result`, and a panic is a 500.
 impl<F: Future<Output = Response<ProxyBody>>> Future for PanicGuard<F> {
-    type Output = Response<ProxyBody>;
+    type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.project().inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(poll) => poll,
-            Err(_) => Poll::Ready(
-                GatewayError::new(
-                    ErrorCode::Internal,
-                    "the gateway failed to answer this request",
-                )
-                .to_response(),
-            ),
+            Ok(poll) => poll.map(Ok),
+            Err(_) => Poll::Ready(Ok(GatewayError::new(
+                ErrorCode::Internal,
+                "the gateway failed to answer this request",
+            )
+            .to_response())),
         }
     }
 }
@@ -55,7 +55,8 @@ mod tests {
             }
             Response::new(crate::body::empty())
         })
-        .await;
+        .await
+        .unwrap();
         assert_eq!(res.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
