@@ -6,6 +6,9 @@ mod alpn_gate;
 mod connector;
 mod h1_pool;
 mod limit;
+mod raw_pool;
+
+pub use raw_pool::{RawConn, RawPool};
 mod tls;
 mod tls_error;
 mod transport;
@@ -65,6 +68,8 @@ type Connector = connector::Connector;
 pub struct UpstreamClient {
     /// Plain-HTTP/1.1 upstreams: connections driven inline by the forwarding task.
     h1: Arc<h1_pool::H1Pool>,
+    /// Plain-HTTP/1.1 upstreams of the listener's fast lane (its own wire code).
+    raw: raw_pool::RawPool,
     /// HTTPS (and HTTP/2 by ALPN) upstreams.
     inner: Client<Connector, ProxyBody>,
     /// One connection first to an HTTPS host, until ALPN told its protocol.
@@ -100,9 +105,15 @@ impl UpstreamClient {
             settings.keep_alive_timeout,
             settings.connect_timeout,
         );
+        let raw = raw_pool::RawPool::new(
+            max_idle,
+            settings.keep_alive_timeout,
+            settings.connect_timeout,
+        );
         let alpn = alpn_gate::AlpnGate::new(settings.keep_alive_timeout, settings.connect_timeout);
         Self {
             h1,
+            raw,
             inner,
             alpn,
             limits,
@@ -116,7 +127,20 @@ impl UpstreamClient {
 
     /// Idle keep-alive connections per plain-HTTP upstream host (`host:port`).
     pub fn idle_connections(&self) -> Vec<(String, usize)> {
-        self.h1.idle_counts()
+        let mut counts = self.h1.idle_counts();
+        for (host, n) in self.raw.idle_counts() {
+            match counts.iter_mut().find(|(h, _)| *h == host) {
+                Some((_, total)) => *total += n,
+                None => counts.push((host, n)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    /// The connections of the listener's fast lane (plain HTTP/1.1).
+    pub fn raw_pool(&self) -> &raw_pool::RawPool {
+        &self.raw
     }
 
     /// Waits (at most `connectionPoolTimeout`) for a connection slot to `authority` when

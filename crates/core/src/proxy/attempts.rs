@@ -240,14 +240,21 @@ async fn lease_first(
         FirstPick::Balancer => balancer.acquire_async(ctx, &[]).await,
         FirstPick::Named(url) => balancer.acquire_named(url, ctx, &[]),
     };
-    if let (Err(err), Some(m)) = (&lease, metrics) {
+    if let Err(err) = &lease {
+        count_lease_error(metrics, err);
+    }
+    lease
+}
+
+/// Counts a refused lease (open breakers, no healthy server) in the metrics.
+pub(crate) fn count_lease_error(metrics: Option<&Metrics>, err: &GatewayError) {
+    if let Some(m) = metrics {
         match err.code() {
             ErrorCode::CircuitOpen => m.count_rejection(Rejection::CircuitOpen),
             ErrorCode::NoHealthyUpstream => m.count_rejection(Rejection::NoHealthyUpstream),
             _ => {}
         }
     }
-    lease
 }
 
 /// Counts one attempt against its server in the metrics (status 0: no response).
@@ -257,8 +264,18 @@ fn record_attempt(
     result: &Result<Response<ProxyBody>, GatewayError>,
     started: Instant,
 ) {
+    let status = result.as_ref().map_or(0, |r| r.status().as_u16());
+    record_attempt_status(metrics, upstream, status, started);
+}
+
+/// Counts one attempt against its server in the metrics (status 0: no response).
+pub(crate) fn record_attempt_status(
+    metrics: Option<&Metrics>,
+    upstream: &Upstream,
+    status: u16,
+    started: Instant,
+) {
     if let Some(m) = metrics {
-        let status = result.as_ref().map_or(0, |r| r.status().as_u16());
         m.record_upstream(upstream.url(), status, started.elapsed());
     }
 }
@@ -270,14 +287,20 @@ fn outcome_of(
 ) -> Outcomes {
     match result {
         Ok(res) => balancer.outcomes_of_status(res.status().as_u16()),
-        Err(err) => Outcomes::both(match err.code() {
-            ErrorCode::UpstreamConnect
-            | ErrorCode::UpstreamTls
-            | ErrorCode::UpstreamTimeout
-            | ErrorCode::UpstreamProtocol => Outcome::Failure,
-            _ => Outcome::Neutral,
-        }),
+        Err(err) => outcome_of_error(err.code()),
     }
+}
+
+/// How a failed attempt counts against its server: the server's failures count, local
+/// refusals do not.
+pub(crate) fn outcome_of_error(code: ErrorCode) -> Outcomes {
+    Outcomes::both(match code {
+        ErrorCode::UpstreamConnect
+        | ErrorCode::UpstreamTls
+        | ErrorCode::UpstreamTimeout
+        | ErrorCode::UpstreamProtocol => Outcome::Failure,
+        _ => Outcome::Neutral,
+    })
 }
 
 /// One finished attempt, as the retry rule sees it (nothing here borrows the body).

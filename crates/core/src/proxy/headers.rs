@@ -51,6 +51,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
     }
 }
 
+/// The hop-by-hop names of the fixed list, by their lower-case spelling (for wire code
+/// that has no `HeaderName`).
+pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "keep-alive"
+            | "proxy-connection"
+    )
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TE

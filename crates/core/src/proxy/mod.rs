@@ -17,10 +17,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::upgrade::OnUpgrade;
 
+pub(crate) use attempts::{count_lease_error, outcome_of_error, record_attempt_status};
 pub use attempts::{forward_balanced, FirstPick};
+pub(crate) use headers::is_hop_by_hop_name;
 pub use headers::{latin1_pairs, remove_hop_by_hop, set_forwarded};
 pub use replay::Replay;
 pub use retry::{is_idempotent, AttemptReport, DecideFuture, RetryDecider, RetryPolicy};
+pub(crate) use transforms::{is_sane_id_bytes, is_stripped};
 pub use transforms::{
     new_request_id, Applied, BodyFunction, BodyStage, HeaderCall, HeaderFunctions, RouteTransforms,
     TransformFuture,
@@ -232,7 +235,7 @@ pub async fn send_upstream(
     Ok(res)
 }
 
-fn no_answer_in(timeout: Duration) -> GatewayError {
+pub(crate) fn no_answer_in(timeout: Duration) -> GatewayError {
     GatewayError::new(
         ErrorCode::UpstreamTimeout,
         format!(

@@ -365,7 +365,11 @@ fn is_encoded(headers: &HeaderMap) -> bool {
 }
 
 fn is_sane_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
+    is_sane_id_bytes(v.as_bytes())
+}
+
+/// A request id worth keeping: 1 to 200 visible ASCII bytes.
+pub(crate) fn is_sane_id_bytes(b: &[u8]) -> bool {
     !b.is_empty() && b.len() <= 200 && b.iter().all(|&c| (0x21..=0x7e).contains(&c))
 }
 
@@ -446,18 +450,9 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
     if names.is_empty() {
         return;
     }
-    // `x_user_id` is `X-User-Id` to CGI-style servers (Rack, Puma < 6.4.3): strip those too.
-    let same = |k: &HeaderName, n: &HeaderName| {
-        k == n
-            || (k.as_str().len() == n.as_str().len()
-                && k.as_str()
-                    .bytes()
-                    .zip(n.as_str().bytes())
-                    .all(|(a, b)| a == b || (a == b'_' && b == b'-')))
-    };
     let hits: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| names.iter().any(|n| same(k, n)))
+        .filter(|k| is_stripped(k.as_str(), names))
         .cloned()
         .collect();
     for name in hits {
@@ -466,6 +461,20 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
 }
 
 /// A random (version 4) UUID, as X-Request-ID values usually are.
+/// Whether `name` (lower case) is one of `names`. `x_user_id` is `X-User-Id` to
+/// CGI-style servers (Rack, Puma < 6.4.3): those spellings are stripped too.
+pub(crate) fn is_stripped(name: &str, names: &[HeaderName]) -> bool {
+    names.iter().any(|n| {
+        let n = n.as_str();
+        name == n
+            || (name.len() == n.len()
+                && name
+                    .bytes()
+                    .zip(n.bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-')))
+    })
+}
+
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hi = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;

@@ -55,6 +55,15 @@ impl App {
         &self.middleware
     }
 
+    pub(crate) fn router(&self) -> &Router<RouteAction> {
+        &self.router
+    }
+
+    /// The metrics slot of the route at `index` (when metrics are on).
+    pub(crate) fn route_id(&self, index: usize) -> Option<RouteId> {
+        self.route_ids.get(index).copied()
+    }
+
     pub async fn dispatch(
         &self,
         req: Request<Incoming>,

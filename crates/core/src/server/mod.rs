@@ -5,6 +5,7 @@
 //! left.
 
 mod dispatch;
+mod fast_lane;
 mod first_read;
 mod handler;
 mod idle;
@@ -210,6 +211,7 @@ async fn accept_loop(
             settings.tls.is_some(),
             trusted.contains(peer.ip()),
         ));
+        let lane = (serving.clone(), conn_info.clone());
         let serving = serving.clone();
         let streams = Streams::new(false);
         let service_streams = streams.clone();
@@ -249,24 +251,34 @@ async fn accept_loop(
             continue;
         }
         connections.spawn(async move {
-            // Telling HTTP/1 from HTTP/2 reads the first bytes with no timeout of its
-            // own: a client that connects and sends nothing is dropped after the
-            // request-head timeout (slowloris).
-            let mut first = [0u8; 1];
-            let peeked = tokio::select! {
-                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => peeked,
+            // HTTP/1.1 GETs on pure routes are served by the fast lane; the first request
+            // it does not serve (or an HTTP/2 preface) hands the connection to hyper with
+            // the bytes read so far. The lane bounds each request head by the
+            // request-head timeout (slowloris), the first one included.
+            let mut stream = stream;
+            let (lane_serving, lane_conn) = lane;
+            let served = fast_lane::serve(
+                &mut stream,
+                &lane_serving.app,
+                &lane_conn,
+                first_byte_timeout,
+                &graceful,
+            );
+            let read = tokio::select! {
+                end = served => end,
                 _ = force_close.cancelled() => return,
             };
-            match peeked {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
+            let read = match read {
+                fast_lane::LaneEnd::Closed => return,
+                fast_lane::LaneEnd::HandOff(read) => read,
+            };
             // The HTTP/2 preface starts with `P` (so do POST, PUT and PATCH: their
             // watcher never finds an HTTP/2 stream, so it never acts).
-            if first[0] == b'P' {
+            if read.first() == Some(&b'P') {
                 watch_idle(streams, graceful.clone(), first_byte_timeout);
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(fast_lane::Prefixed::new(read, stream));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             drive!(conn, graceful, force_close);
         });
     };

@@ -125,6 +125,10 @@ impl Strategy for ConsistentHash {
     fn name(&self) -> &'static str {
         "consistent_hash"
     }
+
+    fn reads_headers(&self) -> bool {
+        matches!(self.key, HashKey::Header(_) | HashKey::Cookie(_))
+    }
 }
 
 struct Ring {

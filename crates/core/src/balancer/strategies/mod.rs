@@ -89,4 +89,9 @@ pub trait Strategy: Send + Sync + 'static {
     fn pick(&self, candidates: &Candidates<'_>, ctx: &PickContext<'_>) -> Option<usize>;
 
     fn name(&self) -> &'static str;
+
+    /// Whether `pick` reads the request's headers (`ctx.headers`).
+    fn reads_headers(&self) -> bool {
+        false
+    }
 }

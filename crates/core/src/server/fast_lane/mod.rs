@@ -1,0 +1,443 @@
+//! The listener's HTTP/1.1 fast lane, for plain-HTTP connections. The commonest request
+//! of a gateway, a GET on a pure proxy route, is served here from the client's bytes to
+//! the upstream's and back: one parse of each head (httparse), no header maps, no hyper
+//! connection state, pooled upstream sockets, the body passed through as it is framed.
+//! It keeps what the general path does for such a request: the route, the balancer's
+//! lease with its breaker and in-flight count, `maxConnectionsPerHost`, the route
+//! timeout, the same header rewriting, request ids, the same error responses and
+//! metrics. The first request the lane does not serve ([`request`] says which) hands the
+//! connection, with every byte read so far, to the general path (hyper and the full
+//! pipeline) for the rest of its life.
+
+mod chunked;
+mod prefixed;
+mod request;
+mod response;
+
+pub use prefixed::Prefixed;
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::App;
+use crate::balancer::Upstream;
+use crate::client::{ConnectionSlot, RawConn, RawPool};
+use crate::error::{ErrorCode, GatewayError};
+use crate::metrics::{Metrics, RouteId};
+use crate::proxy::{no_answer_in, outcome_of_error, record_attempt_status, ConnInfo, ProxyRoute};
+use chunked::ChunkScanner;
+use request::{Next, Plan};
+use response::{Framing, Head, Parsed};
+
+/// A request head larger than this goes to the general path (which allows more, up to
+/// its own limit and a 431).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How the lane left a connection.
+pub enum LaneEnd {
+    /// Closed (the client went, the head timed out, the listener is draining, or an
+    /// answer ended it).
+    Closed,
+    /// The general path serves it from here; these bytes were read and not served.
+    HandOff(BytesMut),
+}
+
+/// Serves requests on `stream` until one is not for the lane. A request head must
+/// arrive within `head_timeout` (slowloris; it also bounds an idle keep-alive wait).
+/// Once `graceful` is cancelled no new request is read.
+pub async fn serve(
+    stream: &mut TcpStream,
+    app: &App,
+    conn: &ConnInfo,
+    head_timeout: Duration,
+    graceful: &CancellationToken,
+) -> LaneEnd {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut upstream_head = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(8 * 1024);
+    loop {
+        let deadline = tokio::time::Instant::now() + head_timeout;
+        let plan = loop {
+            if !buf.is_empty() {
+                match request::plan(&buf, app, conn, &mut upstream_head) {
+                    Next::Fast(plan) => break plan,
+                    Next::General => return LaneEnd::HandOff(buf),
+                    Next::Partial if buf.len() >= MAX_HEAD => return LaneEnd::HandOff(buf),
+                    Next::Partial => {}
+                }
+            }
+            buf.reserve(4 * 1024);
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                _ = graceful.cancelled(), if buf.is_empty() => return LaneEnd::Closed,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return LaneEnd::Closed,
+            }
+        };
+        buf.advance(plan.head_len);
+        let open = exchange(stream, app, plan, &upstream_head, &mut out, graceful).await;
+        if !open {
+            return LaneEnd::Closed;
+        }
+    }
+}
+
+/// One request: its answer written to the client. Says whether the connection may
+/// serve another.
+async fn exchange(
+    client: &mut TcpStream,
+    app: &App,
+    plan: Plan<'_>,
+    upstream_head: &[u8],
+    out: &mut Vec<u8>,
+    graceful: &CancellationToken,
+) -> bool {
+    let started = Instant::now();
+    let close = plan.close || graceful.is_cancelled();
+    let recorder = Recorder {
+        metrics: app.middleware().metrics.as_deref(),
+        route: app.route_id(plan.route_index),
+        started,
+    };
+    let request_id = plan.request_id;
+    let lease = match plan.lease {
+        Ok(lease) => lease,
+        Err(err) => return reply_error(client, err, request_id, close, recorder, out).await,
+    };
+    let route = plan.route;
+    let upstream = lease.upstream().clone();
+    let attempt_started = Instant::now();
+    let sent = send(
+        route,
+        &upstream,
+        upstream_head,
+        out,
+        request_id.as_ref(),
+        close,
+    );
+    let Some(sent) = unless_client_leaves(client, sent).await else {
+        // Dropping the attempt closes its upstream connection (the request may still
+        // be running there) and ends the lease.
+        return false;
+    };
+    let (up, head, slot) = match sent {
+        Ok(sent) => sent,
+        Err(err) => {
+            record_attempt_status(route.metrics.as_deref(), &upstream, 0, attempt_started);
+            drop(lease.finish(outcome_of_error(err.code())));
+            return reply_error(client, err, request_id, close, recorder, out).await;
+        }
+    };
+    record_attempt_status(
+        route.metrics.as_deref(),
+        &upstream,
+        head.status,
+        attempt_started,
+    );
+    let in_flight = lease.finish(route.balancer.outcomes_of_status(head.status));
+    recorder.record(head.status);
+    let relayed = relay_body(client, up, &head, out, route.client.raw_pool(), &upstream).await;
+    // The server's in-flight count and the connection slot last until the body is done.
+    drop(in_flight);
+    drop(slot);
+    relayed && !close
+}
+
+/// Runs `work` unless the client closes its connection first (`None`). Bytes from the
+/// client (a pipelined request) end the watch; they are read later.
+async fn unless_client_leaves<T>(
+    client: &TcpStream,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            left = client_left(client), if watching => match left {
+                true => return None,
+                false => watching = false,
+            },
+        }
+    }
+}
+
+/// Waits until the client's side is readable: `true` if it closed (or failed).
+async fn client_left(client: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(client.peek(&mut byte).await, Ok(n) if n > 0)
+}
+
+/// The request-level metrics of the general path (`App::dispatch`).
+#[derive(Clone, Copy)]
+struct Recorder<'a> {
+    metrics: Option<&'a Metrics>,
+    route: Option<RouteId>,
+    started: Instant,
+}
+
+impl Recorder<'_> {
+    fn record(&self, status: u16) {
+        if let Some(m) = self.metrics {
+            m.record(self.route, status, self.started.elapsed());
+        }
+    }
+}
+
+type Sent = (RawConn, Head, Option<ConnectionSlot>);
+
+/// Takes a connection slot, then within the route timeout: a connection, the request
+/// head written, the response head read (the client's written into `out`).
+async fn send(
+    route: &ProxyRoute,
+    upstream: &Upstream,
+    upstream_head: &[u8],
+    out: &mut Vec<u8>,
+    request_id: Option<&(&HeaderName, HeaderValue)>,
+    close: bool,
+) -> Result<Sent, GatewayError> {
+    let slot = route.client.acquire(upstream.authority().as_str()).await?;
+    let pool = route.client.raw_pool();
+    let exchange = async {
+        let mut conn = pool.get(upstream.authority()).await?;
+        loop {
+            match write_and_read_head(&mut conn, upstream_head, out, request_id, close).await {
+                Ok(head) => return Ok((conn, head)),
+                // A pooled connection the upstream closed meanwhile (nothing came back):
+                // the request goes once more on a new one, as NGINX does for a GET.
+                Err(Failure::Stale) if conn.reused => {
+                    conn = pool.connect(upstream.authority()).await?;
+                }
+                Err(Failure::Stale) => return Err(broke_off()),
+                Err(Failure::Bad) => return Err(bad_response()),
+            }
+        }
+    };
+    match tokio::time::timeout(route.timeout, exchange).await {
+        Ok(Ok((conn, head))) => Ok((conn, head, slot)),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(no_answer_in(route.timeout)),
+    }
+}
+
+enum Failure {
+    /// The connection failed before any byte of a response came back.
+    Stale,
+    /// The upstream's answer cannot be passed on.
+    Bad,
+}
+
+async fn write_and_read_head(
+    conn: &mut RawConn,
+    upstream_head: &[u8],
+    out: &mut Vec<u8>,
+    request_id: Option<&(&HeaderName, HeaderValue)>,
+    close: bool,
+) -> Result<Head, Failure> {
+    conn.buf.clear();
+    if conn.stream.write_all(upstream_head).await.is_err() {
+        return Err(Failure::Stale);
+    }
+    let mut answered = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match response::parse(&conn.buf, out, request_id, close) {
+                Parsed::Head(head) => return Ok(head),
+                Parsed::Interim(n) => {
+                    conn.buf.advance(n);
+                    continue;
+                }
+                Parsed::Partial if conn.buf.len() >= MAX_HEAD => return Err(Failure::Bad),
+                Parsed::Partial => {}
+                Parsed::Bad => return Err(Failure::Bad),
+            }
+        }
+        conn.buf.reserve(8 * 1024);
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(n) if n > 0 => answered = true,
+            _ if answered => return Err(Failure::Bad),
+            _ => return Err(Failure::Stale),
+        }
+    }
+}
+
+/// Writes the client's head (in `out`) and the body as the upstream frames it. A
+/// connection whose response was read to its end goes back to the pool. Says whether
+/// the client's connection is still sound.
+async fn relay_body(
+    client: &mut TcpStream,
+    mut up: RawConn,
+    head: &Head,
+    out: &mut Vec<u8>,
+    pool: &RawPool,
+    upstream: &Upstream,
+) -> bool {
+    up.buf.advance(head.len);
+    let done = match head.framing {
+        Framing::Empty => client.write_all(out).await.is_ok(),
+        Framing::Length(length) => {
+            let mut left = length;
+            loop {
+                let take = (left.min(up.buf.len() as u64)) as usize;
+                left -= take as u64;
+                if emit(client, out, &up.buf[..take]).await.is_err() {
+                    return false;
+                }
+                up.buf.advance(take);
+                if left == 0 {
+                    break true;
+                }
+                if !read_more(&mut up).await {
+                    return false; // the upstream broke off: so does the client's answer
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkScanner::new();
+            loop {
+                let (take, end) = match scanner.feed(&up.buf) {
+                    Ok(Some(n)) => (n, true),
+                    Ok(None) => (up.buf.len(), false),
+                    Err(_) => return false,
+                };
+                if emit(client, out, &up.buf[..take]).await.is_err() {
+                    return false;
+                }
+                up.buf.advance(take);
+                if end {
+                    break true;
+                }
+                if !read_more(&mut up).await {
+                    return false;
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            // Re-framed as chunks: the client's connection outlives the upstream's.
+            if !up.buf.is_empty() {
+                out.extend_from_slice(format!("{:x}\r\n", up.buf.len()).as_bytes());
+                out.extend_from_slice(&up.buf);
+                out.extend_from_slice(b"\r\n");
+                up.buf.clear();
+            }
+            let ended = match read_more_or_end(&mut up).await {
+                Some(ended) => ended,
+                None => return false,
+            };
+            if ended {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            if emit(client, out, &[]).await.is_err() {
+                return false;
+            }
+            if ended {
+                return true; // the upstream closed: not reusable
+            }
+        },
+    };
+    if done && head.keep_alive {
+        pool.checkin(upstream.authority(), up);
+    }
+    done
+}
+
+/// Writes `out` (when it holds something) followed by `piece`, in one write when
+/// there is a head to go first; `out` is left empty.
+async fn emit(client: &mut TcpStream, out: &mut Vec<u8>, piece: &[u8]) -> std::io::Result<()> {
+    if out.is_empty() {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        return client.write_all(piece).await;
+    }
+    out.extend_from_slice(piece);
+    let written = client.write_all(out).await;
+    out.clear();
+    written
+}
+
+/// Reads more of the upstream's body; `false` when it ended or failed.
+async fn read_more(up: &mut RawConn) -> bool {
+    up.buf.reserve(16 * 1024);
+    matches!(up.stream.read_buf(&mut up.buf).await, Ok(n) if n > 0)
+}
+
+/// Reads more of a body that ends with the connection: `Some(true)` at its end,
+/// `None` on an error.
+async fn read_more_or_end(up: &mut RawConn) -> Option<bool> {
+    up.buf.reserve(16 * 1024);
+    match up.stream.read_buf(&mut up.buf).await {
+        Ok(0) => Some(true),
+        Ok(_) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// The general path's error response (JSON body), the request id on it.
+async fn reply_error(
+    client: &mut TcpStream,
+    err: GatewayError,
+    request_id: Option<(&HeaderName, HeaderValue)>,
+    close: bool,
+    recorder: Recorder<'_>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let err = match request_id {
+        Some((name, id)) => err.with_header(name.clone(), id),
+        None => err,
+    };
+    let (parts, body) = err.to_response().into_parts();
+    recorder.record(parts.status.as_u16());
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\ndate: ", body.len()).as_bytes());
+    response::with_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    let written = client.write_all(out).await.is_ok();
+    out.clear();
+    written && !close
+}
+
+fn broke_off() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamProtocol,
+        "the upstream connection failed before a response arrived",
+    )
+}
+
+fn bad_response() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamProtocol,
+        "the upstream's response could not be read as HTTP/1.1",
+    )
+}
