@@ -211,7 +211,10 @@ async fn accept_loop(
             settings.tls.is_some(),
             trusted.contains(peer.ip()),
         ));
-        let lane = (serving.clone(), conn_info.clone());
+        let lane = settings
+            .tls
+            .is_none()
+            .then(|| (serving.clone(), conn_info.clone()));
         let serving = serving.clone();
         let streams = Streams::new(false);
         let service_streams = streams.clone();
@@ -256,7 +259,9 @@ async fn accept_loop(
             // the bytes read so far. The lane bounds each request head by the
             // request-head timeout (slowloris), the first one included.
             let mut stream = stream;
-            let (lane_serving, lane_conn) = lane;
+            let Some((lane_serving, lane_conn)) = lane else {
+                return; // made for every plain-HTTP connection
+            };
             let served = fast_lane::serve(
                 &mut stream,
                 &lane_serving.app,

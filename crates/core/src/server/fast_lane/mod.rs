@@ -35,9 +35,10 @@ use chunked::ChunkScanner;
 use request::{Next, Plan};
 use response::{Framing, Head, Parsed};
 
-/// A request head larger than this goes to the general path (which allows more, up to
-/// its own limit and a 431).
-const MAX_HEAD: usize = 64 * 1024;
+/// hyper's read buffer limit (`8 KiB + 100 × 4 KiB`): a request head that does not fit
+/// goes to the general path (which answers 431), a response head that does not is a 502,
+/// as there.
+const MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// How the lane left a connection.
 pub enum LaneEnd {
@@ -62,6 +63,9 @@ pub async fn serve(
     let mut upstream_head = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(8 * 1024);
     loop {
+        if graceful.is_cancelled() {
+            return LaneEnd::Closed; // draining: no new request (hyper does the same)
+        }
         let deadline = tokio::time::Instant::now() + head_timeout;
         let plan = loop {
             if !buf.is_empty() {
@@ -75,8 +79,8 @@ pub async fn serve(
             buf.reserve(4 * 1024);
             let read = tokio::select! {
                 biased;
+                _ = graceful.cancelled() => return LaneEnd::Closed,
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                _ = graceful.cancelled(), if buf.is_empty() => return LaneEnd::Closed,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -102,7 +106,10 @@ async fn exchange(
     graceful: &CancellationToken,
 ) -> bool {
     let started = Instant::now();
-    let close = plan.close || graceful.is_cancelled();
+    let closing = Closing {
+        asked: plan.close,
+        graceful,
+    };
     let recorder = Recorder {
         metrics: app.middleware().metrics.as_deref(),
         route: app.route_id(plan.route_index),
@@ -111,7 +118,7 @@ async fn exchange(
     let request_id = plan.request_id;
     let lease = match plan.lease {
         Ok(lease) => lease,
-        Err(err) => return reply_error(client, err, request_id, close, recorder, out).await,
+        Err(err) => return reply_error(client, err, request_id, &closing, recorder, out).await,
     };
     let route = plan.route;
     let upstream = lease.upstream().clone();
@@ -122,7 +129,7 @@ async fn exchange(
         upstream_head,
         out,
         request_id.as_ref(),
-        close,
+        &closing,
     );
     let Some(sent) = unless_client_leaves(client, sent).await else {
         // Dropping the attempt closes its upstream connection (the request may still
@@ -134,7 +141,7 @@ async fn exchange(
         Err(err) => {
             record_attempt_status(route.metrics.as_deref(), &upstream, 0, attempt_started);
             drop(lease.finish(outcome_of_error(err.code())));
-            return reply_error(client, err, request_id, close, recorder, out).await;
+            return reply_error(client, err, request_id, &closing, recorder, out).await;
         }
     };
     record_attempt_status(
@@ -149,7 +156,20 @@ async fn exchange(
     // The server's in-flight count and the connection slot last until the body is done.
     drop(in_flight);
     drop(slot);
-    relayed && !close
+    relayed && !closing.now()
+}
+
+/// Whether the answer ends the connection: the client asked, or the listener is
+/// draining (decided when the answer's head is written, as hyper does).
+struct Closing<'a> {
+    asked: bool,
+    graceful: &'a CancellationToken,
+}
+
+impl Closing<'_> {
+    fn now(&self) -> bool {
+        self.asked || self.graceful.is_cancelled()
+    }
 }
 
 /// Runs `work` unless the client closes its connection first (`None`). Bytes from the
@@ -204,14 +224,14 @@ async fn send(
     upstream_head: &[u8],
     out: &mut Vec<u8>,
     request_id: Option<&(&HeaderName, HeaderValue)>,
-    close: bool,
+    closing: &Closing<'_>,
 ) -> Result<Sent, GatewayError> {
     let slot = route.client.acquire(upstream.authority().as_str()).await?;
     let pool = route.client.raw_pool();
     let exchange = async {
         let mut conn = pool.get(upstream.authority()).await?;
         loop {
-            match write_and_read_head(&mut conn, upstream_head, out, request_id, close).await {
+            match write_and_read_head(&mut conn, upstream_head, out, request_id, closing).await {
                 Ok(head) => return Ok((conn, head)),
                 // A pooled connection the upstream closed meanwhile (nothing came back):
                 // the request goes once more on a new one, as NGINX does for a GET.
@@ -242,7 +262,7 @@ async fn write_and_read_head(
     upstream_head: &[u8],
     out: &mut Vec<u8>,
     request_id: Option<&(&HeaderName, HeaderValue)>,
-    close: bool,
+    closing: &Closing<'_>,
 ) -> Result<Head, Failure> {
     conn.buf.clear();
     if conn.stream.write_all(upstream_head).await.is_err() {
@@ -251,7 +271,7 @@ async fn write_and_read_head(
     let mut answered = false;
     loop {
         if !conn.buf.is_empty() {
-            match response::parse(&conn.buf, out, request_id, close) {
+            match response::parse(&conn.buf, out, request_id, closing.now()) {
                 Parsed::Head(head) => return Ok(head),
                 Parsed::Interim(n) => {
                     conn.buf.advance(n);
@@ -273,7 +293,9 @@ async fn write_and_read_head(
 
 /// Writes the client's head (in `out`) and the body as the upstream frames it. A
 /// connection whose response was read to its end goes back to the pool. Says whether
-/// the client's connection is still sound.
+/// the client's connection is still sound. A client that leaves while the upstream is
+/// quiet (a long poll, an event stream) ends it at once: the upstream connection, the
+/// in-flight count and the slot are freed, as hyper does.
 async fn relay_body(
     client: &mut TcpStream,
     mut up: RawConn,
@@ -283,6 +305,7 @@ async fn relay_body(
     upstream: &Upstream,
 ) -> bool {
     up.buf.advance(head.len);
+    let mut watch = true;
     let done = match head.framing {
         Framing::Empty => client.write_all(out).await.is_ok(),
         Framing::Length(length) => {
@@ -297,27 +320,29 @@ async fn relay_body(
                 if left == 0 {
                     break true;
                 }
-                if !read_more(&mut up).await {
-                    return false; // the upstream broke off: so does the client's answer
+                // The upstream broke off (or the client left): so does the answer.
+                if read_more(client, &mut up, &mut watch).await != Read::More {
+                    return false;
                 }
             }
         }
         Framing::Chunked => {
             let mut scanner = ChunkScanner::new();
             loop {
-                let (take, end) = match scanner.feed(&up.buf) {
-                    Ok(Some(n)) => (n, true),
-                    Ok(None) => (up.buf.len(), false),
+                let step = match scanner.feed(&up.buf) {
+                    Ok(step) => step,
                     Err(_) => return false,
                 };
-                if emit(client, out, &up.buf[..take]).await.is_err() {
+                // Trailers are not passed on (the client did not ask for them with
+                // `TE: trailers`): the body ends with the last chunk and a CRLF.
+                if emit(client, out, &up.buf[..step.forward]).await.is_err() {
                     return false;
                 }
-                up.buf.advance(take);
-                if end {
-                    break true;
+                up.buf.advance(step.consumed);
+                if step.done {
+                    break client.write_all(b"\r\n").await.is_ok();
                 }
-                if !read_more(&mut up).await {
+                if read_more(client, &mut up, &mut watch).await != Read::More {
                     return false;
                 }
             }
@@ -325,23 +350,22 @@ async fn relay_body(
         Framing::UntilClose => loop {
             // Re-framed as chunks: the client's connection outlives the upstream's.
             if !up.buf.is_empty() {
-                out.extend_from_slice(format!("{:x}\r\n", up.buf.len()).as_bytes());
+                use std::io::Write;
+                let _ = write!(out, "{:x}\r\n", up.buf.len());
                 out.extend_from_slice(&up.buf);
                 out.extend_from_slice(b"\r\n");
                 up.buf.clear();
             }
-            let ended = match read_more_or_end(&mut up).await {
-                Some(ended) => ended,
-                None => return false,
-            };
-            if ended {
-                out.extend_from_slice(b"0\r\n\r\n");
-            }
             if emit(client, out, &[]).await.is_err() {
                 return false;
             }
-            if ended {
-                return true; // the upstream closed: not reusable
+            match read_more(client, &mut up, &mut watch).await {
+                Read::More => {}
+                Read::End => {
+                    // The upstream closed: the body is complete (not reusable).
+                    return client.write_all(b"0\r\n\r\n").await.is_ok();
+                }
+                Read::Failed => return false,
             }
         },
     };
@@ -366,20 +390,32 @@ async fn emit(client: &mut TcpStream, out: &mut Vec<u8>, piece: &[u8]) -> std::i
     written
 }
 
-/// Reads more of the upstream's body; `false` when it ended or failed.
-async fn read_more(up: &mut RawConn) -> bool {
-    up.buf.reserve(16 * 1024);
-    matches!(up.stream.read_buf(&mut up.buf).await, Ok(n) if n > 0)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    More,
+    /// The upstream closed its connection.
+    End,
+    /// A read error, or the client left.
+    Failed,
 }
 
-/// Reads more of a body that ends with the connection: `Some(true)` at its end,
-/// `None` on an error.
-async fn read_more_or_end(up: &mut RawConn) -> Option<bool> {
+/// Reads more of the upstream's body, unless the client closes its side first. Bytes
+/// from the client (a pipelined request) end the watch (`watch`); they are read later.
+async fn read_more(client: &TcpStream, up: &mut RawConn, watch: &mut bool) -> Read {
     up.buf.reserve(16 * 1024);
-    match up.stream.read_buf(&mut up.buf).await {
-        Ok(0) => Some(true),
-        Ok(_) => Some(false),
-        Err(_) => None,
+    loop {
+        tokio::select! {
+            biased;
+            read = up.stream.read_buf(&mut up.buf) => return match read {
+                Ok(0) => Read::End,
+                Ok(_) => Read::More,
+                Err(_) => Read::Failed,
+            },
+            left = client_left(client), if *watch => match left {
+                true => return Read::Failed,
+                false => *watch = false,
+            },
+        }
     }
 }
 
@@ -388,10 +424,11 @@ async fn reply_error(
     client: &mut TcpStream,
     err: GatewayError,
     request_id: Option<(&HeaderName, HeaderValue)>,
-    close: bool,
+    closing: &Closing<'_>,
     recorder: Recorder<'_>,
     out: &mut Vec<u8>,
 ) -> bool {
+    let close = closing.now();
     let err = match request_id {
         Some((name, id)) => err.with_header(name.clone(), id),
         None => err,

@@ -5,6 +5,8 @@
 //! `Connection`, unusual targets, routes with retries, transformations, user
 //! strategies or HTTPS/HTTP2 upstreams, apps with rate limits, observers or `traceparent`.
 
+use std::mem::MaybeUninit;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::balancer::{Lease, PickContext};
@@ -54,9 +56,10 @@ struct Seen<'b> {
 /// Reads the head at the start of `buf`. For a request the lane serves, leases its server
 /// and writes the upstream request head into `out`.
 pub(super) fn plan<'a>(buf: &[u8], app: &'a App, conn: &ConnInfo, out: &mut Vec<u8>) -> Next<'a> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let head_len = match req.parse(buf) {
+    // Uninitialised slots: nothing to clear per request.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Next::Partial,
         Err(_) => return Next::General,
@@ -92,6 +95,19 @@ pub(super) fn plan<'a>(buf: &[u8], app: &'a App, conn: &ConnInfo, out: &mut Vec<
     let mut seen = Seen::default();
     for h in req.headers.iter() {
         let name = h.name;
+        // Framing and hop-by-hop headers decide first; a stripped name is then as if
+        // never sent (the general path strips before anything reads the headers).
+        let framing = name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("te");
+        if framing {
+            return Next::General;
+        }
+        if !strip.is_empty() && is_stripped(Lower::new(name).as_str(), strip) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("host") {
             seen.hosts += 1;
             seen.host = Some(h.value);
@@ -103,13 +119,6 @@ pub(super) fn plan<'a>(buf: &[u8], app: &'a App, conn: &ConnInfo, out: &mut Vec<
                     _ => return Next::General, // names a header to drop
                 }
             }
-        } else if name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("te")
-        {
-            return Next::General;
         } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
             seen.forwarded_proto = true;
         } else if name.eq_ignore_ascii_case("x-forwarded-host") {
@@ -219,8 +228,13 @@ pub(super) fn plan<'a>(buf: &[u8], app: &'a App, conn: &ConnInfo, out: &mut Vec<
 
 /// A route the lane can serve as the general path would: one attempt, no
 /// transformations beyond request ids and stripped identity headers, a strategy that
-/// needs no headers, plain-HTTP/1.1 servers.
+/// needs no headers, plain-HTTP/1.1 servers, and no `maxConnectionsPerHost` (the lane's
+/// idle connections would count apart from the general path's).
 fn is_plain(route: &ProxyRoute) -> bool {
+    route.client.settings().max_connections_per_host.is_none() && is_plain_route(route)
+}
+
+fn is_plain_route(route: &ProxyRoute) -> bool {
     // A policy of one attempt is no retry (the general path's rule too).
     route.retry.as_deref().is_none_or(|p| p.max_attempts <= 1)
         && route.transport.as_ref().is_none_or(|t| !t.http2())

@@ -3,6 +3,7 @@
 //! request id set, `Date` added when missing, names in lower case).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue};
@@ -52,16 +53,20 @@ pub(super) fn parse(
     request_id: Option<&(&HeaderName, HeaderValue)>,
     close: bool,
 ) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut slots);
-    let len = match res.parse(buf) {
+    // Uninitialised slots: nothing to clear per response.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Bad,
     };
     let status = res.code.unwrap_or(0);
     match status {
-        101 => return Parsed::Bad,
+        // 101 nobody asked for; below 100 is no status (hyper refuses both).
+        0..=99 | 101 => return Parsed::Bad,
         100..=199 => return Parsed::Interim(len),
         _ => {}
     }
@@ -94,20 +99,23 @@ pub(super) fn parse(
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
             "content-length" => {
-                let Some(n) = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                else {
-                    return Parsed::Bad;
-                };
-                if length.is_some_and(|l| l != n) {
-                    return Parsed::Bad;
+                // Digits only, as hyper reads them; a list of equal values is one value.
+                for item in h.value.split(|&b| b == b',') {
+                    let Some(n) = digits(item.trim_ascii()) else {
+                        return Parsed::Bad;
+                    };
+                    if length.is_some_and(|l| l != n) {
+                        return Parsed::Bad;
+                    }
+                    length = Some(n);
                 }
-                length = Some(n);
             }
             "date" => has_date = true,
             _ => {}
         }
+    }
+    if encoded && !http11 {
+        return Parsed::Bad; // HTTP/1.0 has no Transfer-Encoding (hyper refuses it)
     }
     let framing = match status {
         204 | 304 => Framing::Empty,
@@ -119,28 +127,27 @@ pub(super) fn parse(
         keep_alive = false;
     }
 
-    // Headers named in `Connection` are hop-by-hop too.
+    // Headers named in `Connection` are hop-by-hop too (`close` and `keep-alive` name
+    // none: most responses need no list).
     let named: Vec<&[u8]> = res
         .headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| h.value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
+        .filter(|t| {
+            !(t.is_empty()
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive"))
+        })
         .collect();
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
     out.push(b' ');
-    let reason = match res.reason {
-        Some(r) if !r.is_empty() => r,
-        _ => http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or(""),
-    };
-    out.extend_from_slice(reason.as_bytes());
+    // The upstream's reason phrase, as hyper passes it (an empty one stays empty).
+    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
         let lower = Lower::new(h.name);
@@ -149,7 +156,7 @@ pub(super) fn parse(
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(lower.as_bytes()))
-            || (lower == "content-length" && (encoded || status == 204))
+            || lower == "content-length"
             || request_id.is_some_and(|(id, _)| id.as_str() == lower)
         {
             continue;
@@ -159,8 +166,13 @@ pub(super) fn parse(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if matches!(framing, Framing::Chunked | Framing::UntilClose) {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        Framing::Chunked | Framing::UntilClose => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        // One canonical value; none on a 204 or 304 (hyper sends none there either).
+        Framing::Length(n) => content_length(out, n),
+        Framing::Empty => {}
     }
     if !has_date {
         out.extend_from_slice(b"date: ");
@@ -182,6 +194,21 @@ pub(super) fn parse(
         len,
         framing,
         keep_alive,
+    })
+}
+
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write;
+    let _ = write!(out, "content-length: {n}\r\n");
+}
+
+/// A decimal length: 1 to 19 ASCII digits.
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -241,7 +268,7 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nset-cookie: a=1\r\nset-cookie: b=2\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nx-request-id: abc\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 5\r\nx-request-id: abc\r\n\r\n"
         );
     }
 
@@ -288,5 +315,24 @@ mod tests {
             parse(b"HTTP/1.1 200 OK\r\nContent-", &mut out, None, false),
             Parsed::Partial
         ));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 042 Odd\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad, &mut out, None, false), Parsed::Bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn equal_lengths_are_one_length() {
+        let (h, out) = head("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(out.matches("content-length: 5\r\n").count(), 1);
     }
 }
