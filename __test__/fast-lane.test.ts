@@ -420,6 +420,30 @@ describe('pipelining', () => {
   }, 20_000)
 })
 
+describe('pipelining and a half-closed client', () => {
+  // hyper drops a request whose client has shut its side once nothing more is buffered
+  // (its half-close is off): the lane does the same, and still answers what came before.
+  test('two GETs, then the client shuts its side: the first is answered, then the gateway closes, as hyper does', async () => {
+    const { upstream } = await recordingUpstream()
+    const proxy = await startProxy({ upstreams: [upstream.url] })
+    const client = await RawClient.open(proxy.port, { allowHalfOpen: true })
+    client.socket.end(get('/gw/api/one') + get('/gw/api/two'))
+    const first = await client.next()
+    expect(first.status).toBe(200)
+    expect(answerOf(first).url).toBe('/gw/api/one')
+    await client.waitEnd()
+    expect(client.unread.length).toBe(0)
+
+    // The general path (POSTs go there) does the same.
+    const general = await RawClient.open(proxy.port, { allowHalfOpen: true })
+    const post = (target: string) => `POST ${target} HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: 0\r\n\r\n`
+    general.socket.end(post('/gw/api/one') + post('/gw/api/two'))
+    expect(answerOf(await general.next()).url).toBe('/gw/api/one')
+    await general.waitEnd()
+    expect(general.unread.length).toBe(0)
+  }, 20_000)
+})
+
 describe('hand-off to the general path', () => {
   // A body that looks like a request: a parser that lost the framing would forward it.
   const postBody = Buffer.concat([
@@ -569,6 +593,8 @@ describe('upstream response framing', () => {
     client.write(get('/gw/api/chunked'))
     const third = await client.next()
     expect(third.body.toString()).toBe(expected)
+    // On the wire: chunk data as sent, the extension and the trailer dropped (as hyper).
+    expect(third.wire.toString('latin1')).toBe('5\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\nA\r\n0123456789\r\n0\r\n\r\n')
 
     expect(upstream.requests).toHaveLength(3)
     expect(upstream.connections).toBe(1)
@@ -820,6 +846,19 @@ describe('the upstream connection pool', () => {
     }
     expect(upstream.requests.map((r) => r.nth)).toEqual([1, 1, 1])
     await waitFor(() => upstream.closedConnections >= 2, 5_000, 'the gateway closing the used connections')
+  }, 20_000)
+
+  test('a close in Connection is not undone by a later keep-alive: that connection is not pooled', async () => {
+    const upstream = await startRawUpstream((req, socket) =>
+      socket.write(ok(`conn${req.connection}`, req.nth === 1 ? 'Connection: close\r\nConnection: keep-alive\r\n' : 'Connection: close, keep-alive\r\n')),
+    )
+    const proxy = await startProxy({ upstreams: [upstream.url] })
+    const client = await RawClient.open(proxy.port)
+    for (const expected of ['conn1', 'conn2', 'conn3']) {
+      client.write(get('/gw/api/x'))
+      expect((await client.next()).body.toString()).toBe(expected)
+    }
+    expect(upstream.requests.map((r) => r.nth)).toEqual([1, 1, 1])
   }, 20_000)
 
   test('an upstream that closes connections idle for 40 ms, asked about every 40 ms: every GET still gets 200', async () => {

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use http::uri::Scheme;
 
 pub use lease::{InFlight, Lease, Outcome, Outcomes};
 pub use selector::{AsyncSelector, OwnedPickContext, SelectFuture};
@@ -192,14 +191,6 @@ impl LoadBalancer {
     /// strategy that reads no header (the listener's fast lane builds no header map).
     pub fn picks_without_headers(&self) -> bool {
         self.selector.get().is_none() && !self.strategy.reads_headers()
-    }
-
-    /// Every server is a plain `http://` one.
-    pub fn all_plain_http(&self) -> bool {
-        self.servers
-            .load()
-            .iter()
-            .all(|s| *s.scheme() == Scheme::HTTP)
     }
 
     pub fn strategy_name(&self) -> &'static str {

@@ -460,7 +460,6 @@ fn strip_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
     }
 }
 
-/// A random (version 4) UUID, as X-Request-ID values usually are.
 /// Whether `name` (lower case) is one of `names`. `x_user_id` is `X-User-Id` to
 /// CGI-style servers (Rack, Puma < 6.4.3): those spellings are stripped too.
 pub(crate) fn is_stripped(name: &str, names: &[HeaderName]) -> bool {
@@ -475,6 +474,7 @@ pub(crate) fn is_stripped(name: &str, names: &[HeaderName]) -> bool {
     })
 }
 
+/// A random (version 4) UUID, as X-Request-ID values usually are.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hi = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;

@@ -60,8 +60,10 @@ pub async fn serve(
     graceful: &CancellationToken,
 ) -> LaneEnd {
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut upstream_head = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(8 * 1024);
+    // Grown by the first request the lane serves (a connection handed off at once, as
+    // HTTP/2 or a POST, never needs them).
+    let mut upstream_head = Vec::new();
+    let mut out = Vec::new();
     loop {
         if graceful.is_cancelled() {
             return LaneEnd::Closed; // draining: no new request (hyper does the same)
@@ -88,7 +90,10 @@ pub async fn serve(
             }
         };
         buf.advance(plan.head_len);
-        let open = exchange(stream, app, plan, &upstream_head, &mut out, graceful).await;
+        // With a pipelined request already read, the client's side is not watched for
+        // its close (a client may send its requests, then shut its side), as hyper.
+        let watch = buf.is_empty();
+        let open = exchange(stream, app, plan, &upstream_head, &mut out, graceful, watch).await;
         if !open {
             return LaneEnd::Closed;
         }
@@ -104,6 +109,7 @@ async fn exchange(
     upstream_head: &[u8],
     out: &mut Vec<u8>,
     graceful: &CancellationToken,
+    watch: bool,
 ) -> bool {
     let started = Instant::now();
     let closing = Closing {
@@ -122,7 +128,6 @@ async fn exchange(
     };
     let route = plan.route;
     let upstream = lease.upstream().clone();
-    let attempt_started = Instant::now();
     let sent = send(
         route,
         &upstream,
@@ -131,7 +136,7 @@ async fn exchange(
         request_id.as_ref(),
         &closing,
     );
-    let Some(sent) = unless_client_leaves(client, sent).await else {
+    let Some(sent) = unless_client_leaves(client, sent, watch).await else {
         // Dropping the attempt closes its upstream connection (the request may still
         // be running there) and ends the lease.
         return false;
@@ -139,20 +144,24 @@ async fn exchange(
     let (up, head, slot) = match sent {
         Ok(sent) => sent,
         Err(err) => {
-            record_attempt_status(route.metrics.as_deref(), &upstream, 0, attempt_started);
+            record_attempt_status(route.metrics.as_deref(), &upstream, 0, started);
             drop(lease.finish(outcome_of_error(err.code())));
             return reply_error(client, err, request_id, &closing, recorder, out).await;
         }
     };
-    record_attempt_status(
-        route.metrics.as_deref(),
-        &upstream,
-        head.status,
-        attempt_started,
-    );
+    record_attempt_status(route.metrics.as_deref(), &upstream, head.status, started);
     let in_flight = lease.finish(route.balancer.outcomes_of_status(head.status));
     recorder.record(head.status);
-    let relayed = relay_body(client, up, &head, out, route.client.raw_pool(), &upstream).await;
+    let relayed = relay_body(
+        client,
+        up,
+        &head,
+        out,
+        route.client.raw_pool(),
+        &upstream,
+        watch,
+    )
+    .await;
     // The server's in-flight count and the connection slot last until the body is done.
     drop(in_flight);
     drop(slot);
@@ -177,9 +186,10 @@ impl Closing<'_> {
 async fn unless_client_leaves<T>(
     client: &TcpStream,
     work: impl std::future::Future<Output = T>,
+    watch: bool,
 ) -> Option<T> {
     let mut work = std::pin::pin!(work);
-    let mut watching = true;
+    let mut watching = watch;
     loop {
         tokio::select! {
             biased;
@@ -303,9 +313,10 @@ async fn relay_body(
     out: &mut Vec<u8>,
     pool: &RawPool,
     upstream: &Upstream,
+    watch: bool,
 ) -> bool {
     up.buf.advance(head.len);
-    let mut watch = true;
+    let mut watch = watch;
     let done = match head.framing {
         Framing::Empty => client.write_all(out).await.is_ok(),
         Framing::Length(length) => {
@@ -329,21 +340,25 @@ async fn relay_body(
         Framing::Chunked => {
             let mut scanner = ChunkScanner::new();
             loop {
-                let step = match scanner.feed(&up.buf) {
-                    Ok(step) => step,
-                    Err(_) => return false,
-                };
-                // Trailers are not passed on (the client did not ask for them with
-                // `TE: trailers`): the body ends with the last chunk and a CRLF.
-                if emit(client, out, &up.buf[..step.forward]).await.is_err() {
-                    return false;
+                if up.buf.is_empty() {
+                    // What is gathered goes out before waiting for more.
+                    if emit(client, out, &[]).await.is_err() {
+                        return false;
+                    }
+                    if read_more(client, &mut up, &mut watch).await != Read::More {
+                        return false;
+                    }
                 }
+                let Ok(step) = scanner.feed(&up.buf) else {
+                    return false;
+                };
+                out.extend_from_slice(&up.buf[..step.forward]);
                 up.buf.advance(step.consumed);
                 if step.done {
-                    break client.write_all(b"\r\n").await.is_ok();
-                }
-                if read_more(client, &mut up, &mut watch).await != Read::More {
-                    return false;
+                    // The last chunk's CRLF (its trailers are not passed on), in the
+                    // same write.
+                    out.extend_from_slice(b"\r\n");
+                    break emit(client, out, &[]).await.is_ok();
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use std::mem::MaybeUninit;
 
+use http::uri::Scheme;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::balancer::{Lease, PickContext};
@@ -140,8 +141,12 @@ pub(super) fn plan<'a>(buf: &[u8], app: &'a App, conn: &ConnInfo, out: &mut Vec<
         client: Some(conn.peer),
     };
     let lease = route.balancer.acquire(&ctx, &[]);
-    if let Err(err) = &lease {
-        count_lease_error(route.metrics.as_deref(), err);
+    match &lease {
+        // An HTTPS server (the list can change at any time): the general path's. The
+        // lease is dropped unfinished, which counts for nothing.
+        Ok(lease) if *lease.upstream().scheme() != Scheme::HTTP => return Next::General,
+        Ok(_) => {}
+        Err(err) => count_lease_error(route.metrics.as_deref(), err),
     }
     let request_id = id_name.map(|name| {
         let id = match seen.request_id {
@@ -247,13 +252,13 @@ fn is_plain_route(route: &ProxyRoute) -> bool {
                 && t.response_body.is_none()
         })
         && route.balancer.picks_without_headers()
-        && route.balancer.all_plain_http()
 }
 
 /// `(path, query)` of an origin-form target whose every byte the general path's URI
 /// parser takes as is (a stricter set than it allows; anything else goes there).
 fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
-    if !target.starts_with('/') {
+    // hyper answers 414 beyond this.
+    if !target.starts_with('/') || target.len() >= usize::from(u16::MAX) {
         return None;
     }
     let (path, query) = match target.split_once('?') {

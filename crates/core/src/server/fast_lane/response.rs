@@ -72,6 +72,7 @@ pub(super) fn parse(
     }
     let http11 = res.version == Some(1);
     let mut keep_alive = http11;
+    let mut said_close = false; // sticky: a later keep-alive does not undo it (hyper)
     let mut chunked = false;
     let mut encoded = false;
     let mut length: Option<u64> = None;
@@ -83,7 +84,7 @@ pub(super) fn parse(
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
+                        said_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive = true;
                     }
@@ -123,7 +124,7 @@ pub(super) fn parse(
         _ if encoded => Framing::UntilClose,
         _ => length.map_or(Framing::UntilClose, Framing::Length),
     };
-    if framing == Framing::UntilClose {
+    if said_close || framing == Framing::UntilClose {
         keep_alive = false;
     }
 
