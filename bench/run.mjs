@@ -18,6 +18,8 @@ import { Procs, CLK_TCK, cpuTicksOf, cpuSplitOf, which, coreTicks, cpuList } fro
 import { findLoadGenerator, findH2load } from './load.mjs'
 import { pathToFileURL } from 'node:url'
 import { TARGETS as BUILTIN_TARGETS } from './targets.mjs'
+import { ensureExampleBinary as buildExample } from './examples.mjs'
+import { fmtInt, fmtUs, fmtRatio, fmtPct, fmtCpu, table, median } from './format.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -163,31 +165,7 @@ function velithonReadiness(warnings, addonId) {
   return true
 }
 
-/** A release build of one of velithon-core's examples (`fixed-upstream`, `floor-proxy`). */
-async function ensureExampleBinary(procs, example) {
-  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target')
-  const bin = join(targetDir, 'release', 'examples', example)
-  const src = join(root, 'crates', 'core', 'examples', `${example.replace(/-/g, '_')}.rs`)
-  // Rebuilt when its own source changed (e.g. the --tls mode), not for every crates/ edit.
-  if (existsSync(bin) && (!existsSync(src) || statSync(bin).mtimeMs >= statSync(src).mtimeMs)) return bin
-  const cargo = process.env.CARGO || 'cargo'
-  if (!which(cargo) && !existsSync(cargo)) {
-    if (existsSync(bin)) return bin
-    throw new Error(`${bin} is missing and cargo was not found to build it`)
-  }
-  process.stderr.write(`bench: building ${example} (cargo build --release --example ${example} -p velithon-core)…\n`)
-  const rec = procs.spawn('cargo build', cargo, ['build', '--release', '--example', example, '-p', 'velithon-core'], { cwd: root })
-  rec.child.stderr.on('data', (d) => process.stderr.write(d))
-  let timer
-  const r = await Promise.race([rec.exit, new Promise((res) => (timer = setTimeout(() => res('timeout'), 30 * 60_000)))])
-  clearTimeout(timer)
-  if (r === 'timeout') {
-    await procs.kill(rec.pid)
-    throw new Error(`cargo build of ${example} took more than 30 minutes; killed`)
-  }
-  if (r.code !== 0 || !existsSync(bin)) throw new Error(`cargo build of ${example} failed (code ${r.code})`)
-  return bin
-}
+const ensureExampleBinary = (procs, example) => buildExample(root, procs, example)
 
 /** Pins this runner (all its threads) to the load-generator core. */
 function pinSelf() {
@@ -284,25 +262,6 @@ async function makeCerts(dir) {
   writeFileSync(files.certFile, leaf.cert)
   writeFileSync(files.keyFile, leaf.key, { mode: 0o600 })
   return { ...files, ca: ca.cert }
-}
-
-// ---------------------------------------------------------------- formatting
-
-const fmtInt = (n) => Math.round(n).toLocaleString('en-US')
-const fmtUs = (us) => (us === undefined || Number.isNaN(us) ? '—' : us >= 10_000 ? `${(us / 1000).toFixed(1)} ms` : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`)
-const fmtRatio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '—')
-const fmtPct = (v) => (v === undefined || Number.isNaN(v) ? '—' : `${(v * 100).toFixed(0)}%`)
-const fmtCpu = (v) => (v === undefined || Number.isNaN(v) ? '—' : v.toFixed(1))
-
-function table(headers, rows, align) {
-  const lines = [`| ${headers.join(' | ')} |`, `|${align.map((a) => (a === 'r' ? '---:' : ':---')).join('|')}|`]
-  for (const r of rows) lines.push(`| ${r.join(' | ')} |`)
-  return lines.join('\n')
-}
-
-function median(values) {
-  const s = [...values].sort((a, b) => a - b)
-  return s[Math.floor((s.length - 1) / 2)]
 }
 
 // ---------------------------------------------------------------- main
