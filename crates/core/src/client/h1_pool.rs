@@ -6,12 +6,11 @@
 //! longer than `keepAliveTimeout`, they are dropped. A connection whose response body was
 //! not read to the end is closed, never reused.
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
@@ -25,6 +24,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::{ErrorCode, GatewayError};
 
 use super::client_body_error;
+use super::idle_stacks::IdleStacks;
 
 type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
 
@@ -37,16 +37,8 @@ struct Upstream1 {
     conn: Conn,
 }
 
-struct Idle {
-    link: Link,
-    since: Instant,
-}
-
 pub(super) struct H1Pool {
-    /// Per host: oldest at the front, most recently used at the back.
-    idle: Mutex<HashMap<Authority, VecDeque<Idle>>>,
-    max_idle_per_host: usize,
-    keep_alive: Duration,
+    idle: IdleStacks<Link>,
     connect_timeout: Duration,
 }
 
@@ -57,23 +49,14 @@ impl H1Pool {
         connect_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
-            idle: Mutex::new(HashMap::new()),
-            max_idle_per_host,
-            keep_alive,
+            idle: IdleStacks::new(max_idle_per_host, keep_alive),
             connect_timeout,
         })
     }
 
     /// Idle pooled connections per host (`host:port`), for metrics.
     pub(super) fn idle_counts(&self) -> Vec<(String, usize)> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, usize)> = idle
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(host, q)| (with_port(host), q.len()))
-            .collect();
-        out.sort();
-        out
+        self.idle.counts()
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `authority` on a pooled or new
@@ -117,34 +100,14 @@ impl H1Pool {
     }
 
     fn checkout(&self, authority: &Authority) -> Option<Link> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = idle.get_mut(authority)?;
-        let now = Instant::now();
-        while let Some(Idle { mut link, since }) = stack.pop_back() {
-            if now.duration_since(since) < self.keep_alive && still_open(&mut link) {
-                return Some(link);
-            }
-        }
-        None
+        self.idle.take(authority, |link| still_open(link))
     }
 
     fn checkin(&self, authority: Authority, mut link: Link) {
         if !still_open(&mut link) || !link.sender.is_ready() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = idle.entry(authority).or_default();
-        let now = Instant::now();
-        // The oldest wait at the front: drop those idle for longer than keepAliveTimeout.
-        while stack
-            .front()
-            .is_some_and(|i| now.duration_since(i.since) >= self.keep_alive)
-        {
-            stack.pop_front();
-        }
-        if stack.len() < self.max_idle_per_host {
-            stack.push_back(Idle { link, since: now });
-        }
+        self.idle.put(&authority, link);
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Link, GatewayError> {

@@ -5,6 +5,7 @@
 mod alpn_gate;
 mod connector;
 mod h1_pool;
+mod idle_stacks;
 mod limit;
 mod raw_pool;
 

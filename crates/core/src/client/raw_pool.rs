@@ -3,15 +3,14 @@
 //! recently used first; the longest idle are pruned); a connection closed by its peer,
 //! idle longer than `keepAliveTimeout`, or holding unread bytes is dropped, never reused.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::uri::Authority;
 use tokio::net::TcpStream;
 
 use super::h1_pool::{connect_tcp, host_port};
+use super::idle_stacks::IdleStacks;
 use crate::error::GatewayError;
 
 /// An upstream connection and the bytes read from it that are not consumed yet.
@@ -22,15 +21,8 @@ pub struct RawConn {
     pub reused: bool,
 }
 
-struct Idle {
-    conn: RawConn,
-    since: Instant,
-}
-
 pub struct RawPool {
-    idle: Mutex<HashMap<Authority, VecDeque<Idle>>>,
-    max_idle_per_host: usize,
-    keep_alive: Duration,
+    idle: IdleStacks<RawConn>,
     connect_timeout: Duration,
 }
 
@@ -41,20 +33,14 @@ impl RawPool {
         connect_timeout: Duration,
     ) -> Self {
         Self {
-            idle: Mutex::new(HashMap::new()),
-            max_idle_per_host,
-            keep_alive,
+            idle: IdleStacks::new(max_idle_per_host, keep_alive),
             connect_timeout,
         }
     }
 
     /// Idle connections per host (`host:port`), for metrics.
     pub(super) fn idle_counts(&self) -> Vec<(String, usize)> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(host, q)| (host_port(host, 80), q.len()))
-            .collect()
+        self.idle.counts()
     }
 
     /// A pooled connection to `authority`, or a new one.
@@ -76,16 +62,9 @@ impl RawPool {
     }
 
     fn checkout(&self, authority: &Authority) -> Option<RawConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = idle.get_mut(authority)?;
-        let now = Instant::now();
-        while let Some(Idle { mut conn, since }) = stack.pop_back() {
-            if now.duration_since(since) < self.keep_alive && is_quiet(&conn.stream) {
-                conn.reused = true;
-                return Some(conn);
-            }
-        }
-        None
+        let mut conn = self.idle.take(authority, |conn| is_quiet(&conn.stream))?;
+        conn.reused = true;
+        Some(conn)
     }
 
     /// Returns a connection whose last response was read to its end.
@@ -93,21 +72,7 @@ impl RawPool {
         if !conn.buf.is_empty() || !is_quiet(&conn.stream) {
             return; // bytes nobody asked for, or closed: not reusable
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let stack = match idle.get_mut(authority) {
-            Some(stack) => stack,
-            None => idle.entry(authority.clone()).or_default(),
-        };
-        while stack
-            .front()
-            .is_some_and(|i| now.duration_since(i.since) >= self.keep_alive)
-        {
-            stack.pop_front();
-        }
-        if stack.len() < self.max_idle_per_host {
-            stack.push_back(Idle { conn, since: now });
-        }
+        self.idle.put(authority, conn);
     }
 }
 
