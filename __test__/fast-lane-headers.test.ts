@@ -272,6 +272,8 @@ describe('the lane answers as the general path does', () => {
     ['a negative Content-Length', 'HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nok'],
     ['a folded header', 'HTTP/1.1 200 OK\r\nX-F: a\r\n b\r\nContent-Length: 2\r\n\r\nok'],
     ['an empty answer', ''],
+    ['a Content-Length list of equal values', 'HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok'],
+    ['Transfer-Encoding and Content-Length', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n'],
   ]
 
   test.each(cases)('%s', async (_name, answer) => {

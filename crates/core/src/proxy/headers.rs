@@ -51,6 +51,38 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
     }
 }
 
+/// A response's `Content-Length` as the client must see it (RFC 9112 §6.3): none when a
+/// `Transfer-Encoding` framed the body (the body is re-framed), and one value where the
+/// upstream sent a list of equal ones (`2, 2`). Without this the listener would pass on
+/// a length that is not the body's, or one it cannot read, and drop the connection.
+pub fn normalize_length(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let single =
+        values.next().is_some_and(|v| !v.as_bytes().contains(&b',')) && values.next().is_none();
+    if single {
+        return;
+    }
+    // hyper's client accepted the response, so the values agree: keep the first.
+    let first = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|v| !v.is_empty())
+        .and_then(|v| HeaderValue::from_bytes(v).ok());
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(length) = first {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
+}
+
 /// The hop-by-hop names of the fixed list, by their lower-case spelling (for wire code
 /// that has no `HeaderName`).
 pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
@@ -135,6 +167,32 @@ pub fn latin1_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+
+    #[test]
+    fn content_length_as_the_client_must_see_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        normalize_length(&mut h);
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2, 2"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        normalize_length(&mut h);
+        assert_eq!(
+            h.get_all(header::CONTENT_LENGTH).iter().collect::<Vec<_>>(),
+            ["2"]
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        normalize_length(&mut h);
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "5");
+    }
 
     fn conn(trusted: bool) -> ConnInfo {
         ConnInfo::new(

@@ -20,7 +20,7 @@ use hyper::upgrade::OnUpgrade;
 pub(crate) use attempts::{count_lease_error, outcome_of_error, record_attempt_status};
 pub use attempts::{forward_balanced, FirstPick};
 pub(crate) use headers::is_hop_by_hop_name;
-pub use headers::{latin1_pairs, remove_hop_by_hop, set_forwarded};
+pub use headers::{latin1_pairs, normalize_length, remove_hop_by_hop, set_forwarded};
 pub use replay::Replay;
 pub use retry::{is_idempotent, AttemptReport, DecideFuture, RetryDecider, RetryPolicy};
 pub(crate) use transforms::{is_sane_id_bytes, is_stripped};
@@ -231,6 +231,7 @@ pub async fn send_upstream(
             "the upstream switched protocols on a request that did not ask to",
         ));
     }
+    normalize_length(res.headers_mut());
     remove_hop_by_hop(res.headers_mut(), false);
     Ok(res)
 }
