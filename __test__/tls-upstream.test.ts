@@ -10,7 +10,6 @@ import net, { type AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
-  ConfigError,
   Gateway,
   HealthChecker,
   LoadBalancer,
@@ -19,6 +18,7 @@ import {
   type UpstreamTlsOptions,
 } from 'velithon-gateway'
 import { createCa, type Pem, type TestCa } from './helpers/certs'
+import { configErrorOf as option } from './helpers/fault'
 
 const opened: Array<() => unknown> = []
 afterEach(async () => {
@@ -255,16 +255,6 @@ describe('upstream TLS: health checks', () => {
 })
 
 describe('upstream TLS: validation', () => {
-  const option = (fn: () => unknown): ConfigError => {
-    try {
-      fn()
-    } catch (err) {
-      expect(err).toBeInstanceOf(ConfigError)
-      return err as ConfigError
-    }
-    throw new Error('expected a ConfigError')
-  }
-
   it('names the option and the owner', () => {
     let err = option(() => new Gateway({ tls: { ca: 'not a certificate' } }))
     expect(err.option).toBe('tls.ca')
@@ -425,16 +415,6 @@ describe('upstream TLS: errors after the handshake', () => {
 })
 
 describe('upstream TLS: a LoadBalancer checks its tls when built', () => {
-  const option = (fn: () => unknown): ConfigError => {
-    try {
-      fn()
-    } catch (err) {
-      expect(err).toBeInstanceOf(ConfigError)
-      return err as ConfigError
-    }
-    throw new Error('expected a ConfigError')
-  }
-
   it('PEM that does not parse, or a key that is not the certificate\'s: a ConfigError from the constructor', async () => {
     const broken = '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n'
     let err = option(() => new LoadBalancer({ upstreamServers: ['https://127.0.0.1:1'], tls: { ca: broken } }))
